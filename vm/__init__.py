@@ -1,0 +1,1 @@
+"""The VM side and the way there: guest agent, transports, VM backends."""
