@@ -51,7 +51,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 
         return run_gui()
     try:
-        status: int = args.func(args)
+        status = int(args.func(args))
     except KeyboardInterrupt:
         return 130
     return status

@@ -1,0 +1,202 @@
+"""Accept TCP connections on a listen address and relay each one to an upstream.
+
+The upstream is any coroutine that returns a connected socket: a plain TCP connect to a
+target for ``hostnet forward``, or a stream through the transport to the other side of the
+VM boundary for the daemon and the agent.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import errno
+import os
+import socket
+import sys
+from collections.abc import Awaitable, Callable
+
+from proxy.addresses import Endpoint
+from proxy.counters import ForwardCounters
+from proxy.tcp_copy import CopyPair
+from proxy.tcp_splice import SplicePair, abort
+
+Connector = Callable[[tuple[str, int]], Awaitable[socket.socket]]
+"""Given the client's address, returns a connected, non-blocking upstream socket."""
+
+SPLICE_AVAILABLE = sys.platform == "linux" and hasattr(os, "splice")
+CONNECT_TIMEOUT = 10.0
+ACCEPTS_PER_WAKEUP = 64
+KEEPALIVE_IDLE = 60
+
+
+class ListenError(OSError):
+    """The listen address cannot be used; the message names the cause and the fix."""
+
+
+def tune(sock: socket.socket) -> None:
+    """No Nagle delay and TCP keepalive on a relayed connection's socket."""
+    if sock.family in (socket.AF_INET, socket.AF_INET6):
+        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_KEEPALIVE, 1)
+        if hasattr(socket, "TCP_KEEPIDLE"):
+            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_KEEPIDLE, KEEPALIVE_IDLE)
+
+
+def listen_error(endpoint: Endpoint, exc: OSError, proto: str = "TCP") -> ListenError:
+    if exc.errno == errno.EADDRINUSE:
+        why = (
+            f"{proto} port {endpoint.port} on {endpoint.host} is already in use by another program"
+        )
+        fix = "stop that program or choose another port"
+    elif exc.errno == errno.EACCES:
+        why = f"{proto} port {endpoint.port} is privileged (below 1024) and needs root"
+        fix = "run as root, lower net.ipv4.ip_unprivileged_port_start, or choose a port >= 1024"
+    elif exc.errno == errno.EADDRNOTAVAIL:
+        why = f"{endpoint.host} is not an address of this machine"
+        fix = "listen on 127.0.0.1, ::1 or an address this machine has"
+    else:
+        why = f"cannot listen on {endpoint} ({proto}): {exc.strerror}"
+        fix = "check the address and port"
+    return ListenError(exc.errno, f"{why}; {fix}")
+
+
+def open_listener(endpoint: Endpoint, backlog: int = 1024) -> socket.socket:
+    sock = socket.socket(endpoint.family, socket.SOCK_STREAM)
+    try:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        if endpoint.family == socket.AF_INET6:
+            sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)
+        sock.bind(endpoint.sockaddr)
+        sock.listen(backlog)
+        sock.setblocking(False)
+    except OSError as exc:
+        sock.close()
+        raise listen_error(endpoint, exc) from None
+    return sock
+
+
+def tcp_connector(target: Endpoint, timeout: float = CONNECT_TIMEOUT) -> Connector:
+    """A connector that opens a plain TCP connection to ``target``."""
+
+    async def connect(_client: tuple[str, int]) -> socket.socket:
+        loop = asyncio.get_running_loop()
+        sock = socket.socket(target.family, socket.SOCK_STREAM)
+        sock.setblocking(False)
+        try:
+            await asyncio.wait_for(loop.sock_connect(sock, target.sockaddr), timeout)
+        except BaseException:
+            sock.close()
+            raise
+        return sock
+
+    return connect
+
+
+class TcpForwarder:
+    """Relays every connection accepted on ``listen`` to what ``connector`` returns."""
+
+    def __init__(
+        self,
+        listen: Endpoint,
+        connector: Connector,
+        *,
+        use_splice: bool = SPLICE_AVAILABLE,
+        backlog: int = 1024,
+        sock: socket.socket | None = None,
+    ) -> None:
+        self.listen = listen
+        self.connector = connector
+        self.use_splice = use_splice
+        self.backlog = backlog
+        self.counters = ForwardCounters()
+        self._sock = sock
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._pairs: set[SplicePair | CopyPair] = set()
+        self._tasks: set[asyncio.Task[None]] = set()
+
+    @property
+    def bound(self) -> Endpoint:
+        """The address actually bound (the port is filled in when 0 was asked for)."""
+        assert self._sock is not None
+        host, port = self._sock.getsockname()[:2]
+        return Endpoint(host, port)
+
+    @property
+    def socket_inode(self) -> int:
+        """The listening socket's inode, so listener discovery can leave it out."""
+        assert self._sock is not None
+        return os.fstat(self._sock.fileno()).st_ino
+
+    async def start(self) -> None:
+        self._loop = asyncio.get_running_loop()
+        if self._sock is None:
+            self._sock = open_listener(self.listen, self.backlog)
+        self._sock.setblocking(False)
+        self._loop.add_reader(self._sock.fileno(), self._on_acceptable)
+
+    async def stop(self) -> None:
+        """Stop listening and reset every connection still open."""
+        if self._sock is not None and self._loop is not None:
+            self._loop.remove_reader(self._sock.fileno())
+            self._sock.close()
+        for task in list(self._tasks):
+            task.cancel()
+        for pair in list(self._pairs):
+            pair.cancel()
+        if self._tasks:
+            await asyncio.gather(*self._tasks, return_exceptions=True)
+
+    def _on_acceptable(self) -> None:
+        assert self._sock is not None and self._loop is not None
+        for _ in range(ACCEPTS_PER_WAKEUP):
+            try:
+                conn, address = self._sock.accept()
+            except BlockingIOError:
+                return
+            except OSError as exc:
+                # EMFILE and friends: say so, keep listening; the backlog holds the rest.
+                self.counters.note_error(f"accept failed: {exc.strerror}")
+                return
+            conn.setblocking(False)
+            task = self._loop.create_task(self._serve(conn, address))
+            self._tasks.add(task)
+            task.add_done_callback(self._tasks.discard)
+
+    async def _serve(self, client: socket.socket, address: tuple[str, int]) -> None:
+        counters = self.counters
+        counters.connections_open += 1
+        counters.connections_total += 1
+        try:
+            try:
+                upstream = await self.connector(address)
+            except asyncio.CancelledError:
+                abort(client)
+                raise
+            except (TimeoutError, OSError, ConnectionError) as exc:
+                counters.note_error(f"connect upstream failed: {exc}")
+                abort(client)
+                return
+            tune(client)
+            tune(upstream)
+            pair = self._make_pair(client, upstream)
+            self._pairs.add(pair)
+            try:
+                pair.start()
+                await pair.wait()
+            except asyncio.CancelledError:
+                pair.cancel()
+                raise
+            finally:
+                self._pairs.discard(pair)
+        finally:
+            counters.connections_open -= 1
+
+    def _make_pair(self, client: socket.socket, upstream: socket.socket) -> SplicePair | CopyPair:
+        def count_in(n: int) -> None:
+            self.counters.bytes_in += n
+
+        def count_out(n: int) -> None:
+            self.counters.bytes_out += n
+
+        if self.use_splice:
+            return SplicePair(client, upstream, count_in, count_out)
+        return CopyPair(client, upstream, count_in, count_out)
