@@ -1,0 +1,76 @@
+"""Follow the settings files while the daemon runs.
+
+Polls each file's identity (inode, size, mtime, ctime) every ``interval`` seconds: cheap,
+stdlib only, and it sees both atomic renames and in-place edits. When something changed it
+reloads and yields a SettingsChange, but only if the effective settings or the problems
+actually differ (a touch with no change yields nothing). ``also_watch`` adds files whose
+changes matter to the caller (e.g. the sign-in session record); a change to one of them
+yields a SettingsChange with ``files`` naming it even when no setting changed.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+from collections.abc import AsyncIterator, Sequence
+from pathlib import Path
+
+from app.settings.effective import EffectiveSettings
+from app.settings.store import SettingsChange, SettingsStore
+
+DEFAULT_INTERVAL = 0.5
+
+Signature = tuple[int, int, int, int] | None
+
+
+def file_signature(path: Path) -> Signature:
+    try:
+        st = os.stat(path)
+    except OSError:
+        return None
+    return (st.st_ino, st.st_size, st.st_mtime_ns, st.st_ctime_ns)
+
+
+async def watch_settings(
+    store: SettingsStore,
+    *,
+    interval: float = DEFAULT_INTERVAL,
+    initial: EffectiveSettings | None = None,
+    also_watch: Sequence[Path] = (),
+) -> AsyncIterator[SettingsChange]:
+    """Yield a SettingsChange each time the settings in effect (or their problems) change.
+
+    INITIAL is what the caller already holds (loaded now when None); changes are reported
+    relative to it, then to the last one yielded.
+    """
+    loop = asyncio.get_running_loop()
+    settings_files = (store.user_file, store.admin_file)
+    extra = tuple(also_watch)
+    signatures = {path: file_signature(path) for path in (*settings_files, *extra)}
+    current = initial if initial is not None else await loop.run_in_executor(None, store.load)
+    while True:
+        await asyncio.sleep(interval)
+        moved = []
+        for path in signatures:
+            signature = file_signature(path)
+            if signature != signatures[path]:
+                signatures[path] = signature
+                moved.append(path)
+        if not moved:
+            continue
+        extra_moved = tuple(path for path in moved if path in extra)
+        if any(path in settings_files for path in moved):
+            fresh = await loop.run_in_executor(None, store.load)
+        else:
+            fresh = current
+        changed = fresh.changed_keys(current)
+        problems_changed = fresh.problems != current.problems
+        if changed or problems_changed or extra_moved:
+            yield SettingsChange(
+                effective=fresh,
+                changed=changed,
+                restart_required=fresh.restart_required_since(current),
+                problems_changed=problems_changed,
+                files=tuple(moved),
+            )
+        current = fresh
