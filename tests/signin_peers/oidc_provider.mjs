@@ -78,6 +78,15 @@ provider.use(async (ctx, next) => {
   await next();
 });
 
+// The provider names no polling interval, so clients default to 5 s (RFC 8628); advertise 1 s
+// to keep the device-flow tests short.
+provider.use(async (ctx, next) => {
+  await next();
+  if (ctx.path === '/device/auth' && ctx.status === 200 && ctx.body && typeof ctx.body === 'object') {
+    ctx.body = { ...ctx.body, interval: 1 };
+  }
+});
+
 provider.on('server_error', (ctx, err) => console.error('server_error', err));
 server.on('request', provider.callback());
 process.stdout.write(`${JSON.stringify({ issuer })}\n`);
