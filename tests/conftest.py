@@ -37,3 +37,7 @@ def hostnet_home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Pa
 def open_fds() -> set[int]:
     """The file descriptors this process has open now."""
     return {int(name) for name in os.listdir("/proc/self/fd")}
+
+
+# sign-in peers (registry, token server, OIDC provider, keyring): tests/signin_peers/fixtures.py
+pytest_plugins = ["tests.signin_peers.fixtures"]

@@ -1,0 +1,1 @@
+"""Real peers for the sign-in tests: registry, token server, OIDC provider, keyring."""
