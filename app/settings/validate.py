@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 from typing import Any
 
 from jsonschema import Draft202012Validator
@@ -10,22 +11,39 @@ from jsonschema import Draft202012Validator
 from app.settings.ports import port_range_error
 from app.settings.schema import SettingSpec
 
+_BOUNDS = {
+    "minimum": "too small: it must be at least {}",
+    "exclusiveMinimum": "too small: it must be more than {}",
+    "maximum": "too large: it must be at most {}",
+    "exclusiveMaximum": "too large: it must be less than {}",
+}
+
+
+def _shown(value: Any) -> str:
+    try:
+        text = json.dumps(value)
+    except ValueError:
+        text = repr(value)
+    return text if len(text) <= 60 else text[:57] + "..."
+
 
 def value_error(spec: SettingSpec, value: Any) -> str | None:
     """Why VALUE is not acceptable for SPEC's key, or None when it is fine."""
-    validator = Draft202012Validator(spec.schema)
-    errors = sorted(validator.iter_errors(value), key=lambda e: list(e.absolute_path))
-    if errors:
-        shown = json.dumps(value)
-        if len(shown) > 60:
-            shown = shown[:57] + "..."
-        return f"{shown} is not {spec.type_name}"
-    if spec.key == "HostNetworkingExcludedPorts":
+    if isinstance(value, float) and not math.isfinite(value):
+        return f"{value!r} is not {spec.type_name}"
+    if spec.key == "HostNetworkingExcludedPorts" and isinstance(value, list):
         for item in value:
             problem = port_range_error(item)
             if problem:
                 return problem
-    return None
+    errors = list(Draft202012Validator(spec.schema).iter_errors(value))
+    if not errors:
+        return None
+    for error in errors:
+        template = _BOUNDS.get(str(error.validator))
+        if template is not None and not error.absolute_path:
+            return f"{_shown(value)} is " + template.format(error.validator_value)
+    return f"{_shown(value)} is not {spec.type_name}"
 
 
 def example_text(spec: SettingSpec) -> str:
