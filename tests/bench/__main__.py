@@ -30,7 +30,7 @@ def module_names(only: str) -> list[str]:
 def run_module(name: str) -> tuple[list[dict[str, Any]], bool]:
     """The module's figures, and whether it ran without error."""
     started = time.monotonic()
-    print(f"bench: {name} ...", file=sys.stderr, flush=True)
+    print(f"bench: {name} ... (load average {load()})", file=sys.stderr, flush=True)
     try:
         module = importlib.import_module(f"tests.bench.{name}")
         rows = list(module.run())
@@ -42,8 +42,14 @@ def run_module(name: str) -> tuple[list[dict[str, Any]], bool]:
         traceback.print_exc()
         print(f"bench: {name} failed after {time.monotonic() - started:.1f} s", file=sys.stderr)
         return [error_row(name, f"{type(exc).__name__}: {exc}")], False
-    print(f"bench: {name} done in {time.monotonic() - started:.1f} s", file=sys.stderr)
+    took = time.monotonic() - started
+    print(f"bench: {name} done in {took:.1f} s (load average {load()})", file=sys.stderr)
     return rows, True
+
+
+def load() -> str:
+    """The 1-minute load average against the cores: figures taken on a busy machine vary."""
+    return f"{os.getloadavg()[0]:.1f} on {os.cpu_count()} cores"
 
 
 def number(value: float | None) -> str:
@@ -99,7 +105,8 @@ def main() -> int:
         module_rows, module_ok = run_module(name)
         rows.extend(module_rows)
         ok = ok and module_ok
-    print(format_table(rows))
+    sys.stderr.flush()
+    print(format_table(rows), flush=True)
     json_path = os.environ.get("BENCH_JSON")
     if json_path:
         figures = [{key: row[key] for key in JSON_KEYS} for row in rows]

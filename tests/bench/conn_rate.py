@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import json
 import socket
 import sys
@@ -39,7 +40,7 @@ class OneByteClient(asyncio.Protocol):
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self.transport = cast(asyncio.Transport, transport)  # uvloop's are not subclasses
-        transport.write(b"x")
+        self.transport.write(b"x")
 
     def data_received(self, data: bytes) -> None:
         if not self.replied.done():
@@ -116,10 +117,8 @@ def main() -> int:
     args = parser.parse_args()
     run = uvloop.run if uvloop is not None else asyncio.run
     if args.mode == "serve":
-        try:
+        with contextlib.suppress(KeyboardInterrupt):
             run(serve(args.port))
-        except KeyboardInterrupt:
-            pass
         return 0
     result = run(client(args.port, args.seconds, args.concurrency, args.warmup))
     json.dump(result, sys.stdout)

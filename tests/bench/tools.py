@@ -56,10 +56,17 @@ def port_free(port: int, kind: socket.SocketKind, host: str = "127.0.0.1") -> bo
     return True
 
 
-def tcp_listening(port: int, host: str = "127.0.0.1") -> bool:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
-        probe.settimeout(0.5)
-        return probe.connect_ex((host, port)) == 0
+def tcp_listening(port: int) -> bool:
+    """Whether a socket listens on TCP ``port``, from /proc (a probe connection would reach
+    the server through a relay, and iperf3 takes one for a client that went away)."""
+    wanted = f":{port:04X} "
+    for table in ("/proc/net/tcp", "/proc/net/tcp6"):
+        with contextlib.suppress(OSError), open(table) as lines:
+            for line in lines:
+                fields = line.split()
+                if len(fields) > 3 and fields[3] == "0A" and (fields[1] + " ").endswith(wanted):
+                    return True
+    return False
 
 
 @dataclass
@@ -152,7 +159,8 @@ def socat_tcp(listen: int, target: int) -> list[str]:
 
 def socat_udp(listen: int, target: int) -> list[str]:
     """One child per client address (UDP-LISTEN with fork), like hostnet's flows."""
-    return ["socat", f"UDP-LISTEN:{listen},bind=127.0.0.1,fork,reuseaddr", f"UDP:127.0.0.1:{target}"]
+    listener = f"UDP-LISTEN:{listen},bind=127.0.0.1,fork,reuseaddr"
+    return ["socat", listener, f"UDP:127.0.0.1:{target}"]
 
 
 # --- CPU time ---------------------------------------------------------------------------
@@ -258,3 +266,9 @@ def connection_rate(
         raise BenchError(f"connection-rate client failed: {done.stderr.strip()[-1000:]}")
     result: dict[str, float] = json.loads(done.stdout)
     return result
+
+
+def relay_variant(listen: int, target: int, pairs: str) -> list[str]:
+    """The TCP relay with the ``loop`` or ``pool`` splice (:mod:`tests.bench.relay_process`)."""
+    argv = [PYTHON, "-m", "tests.bench.relay_process", "--listen", str(listen)]
+    return [*argv, "--to", str(target), "--pairs", pairs]
