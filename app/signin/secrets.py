@@ -49,8 +49,9 @@ def _is_real(backend: keyring.backend.KeyringBackend) -> bool:
     return not type(backend).__module__.startswith(_FAKE_MODULE_HINTS)
 
 
-def _bounded(call: Callable[[], T], what: str, timeout: float = KEYRING_TIMEOUT) -> T:
+def _bounded(call: Callable[[], T], what: str, timeout: float | None = None) -> T:
     """Run a keyring call in a worker thread; a call that blocks past ``timeout`` means locked."""
+    timeout = KEYRING_TIMEOUT if timeout is None else timeout
     pool = concurrent.futures.ThreadPoolExecutor(max_workers=1, thread_name_prefix="keyring")
     try:
         return pool.submit(call).result(timeout)
@@ -74,6 +75,9 @@ def find_keyring() -> keyring.backend.KeyringBackend | None:
     """The best real keyring backend available now, or None (fail/null/plaintext only)."""
 
     def detect() -> keyring.backend.KeyringBackend:
+        # keyring caches which backends were viable at first use; a keyring may have started
+        # (or stopped) since, as in a long-running daemon, so look afresh every time.
+        keyring.backend.get_all_keyring.reset()
         keyring.core.init_backend()
         return keyring.get_keyring()
 
