@@ -17,7 +17,6 @@ COMMAND_MODULES = (
     "forward",
     "daemon",
     "status",
-    "ports",
     "vm",
     "settings",
     "login",

@@ -40,19 +40,18 @@ UpstreamFactory = Callable[[tuple[str, int], Deliver], Awaitable[FlowUpstream]]
 
 
 class SocketUpstream:
-    """A connected UDP socket to the target, read by the event loop."""
+    """A connected UDP socket to the target, read by the event loop.
 
-    def __init__(self, target: Endpoint, deliver: Deliver, counters: ForwardCounters) -> None:
+    The socket may come from elsewhere (a socket the other side of the VM boundary
+    connected and handed over), so this class only needs it connected.
+    """
+
+    def __init__(self, sock: socket.socket, deliver: Deliver, counters: ForwardCounters) -> None:
         self.loop = asyncio.get_running_loop()
         self.deliver = deliver
         self.counters = counters
-        self.sock = socket.socket(target.family, socket.SOCK_DGRAM)
-        try:
-            self.sock.setblocking(False)
-            self.sock.connect(target.sockaddr)
-        except OSError:
-            self.sock.close()
-            raise
+        self.sock = sock
+        sock.setblocking(False)
         self.loop.add_reader(self.sock.fileno(), self._on_readable)
 
     def send(self, datagram: bytes) -> None:
@@ -84,9 +83,21 @@ class SocketUpstream:
         self.sock.close()
 
 
+def connect_udp(target: Endpoint) -> socket.socket:
+    """A non-blocking UDP socket connected to ``target``."""
+    sock = socket.socket(target.family, socket.SOCK_DGRAM)
+    try:
+        sock.setblocking(False)
+        sock.connect(target.sockaddr)
+    except OSError:
+        sock.close()
+        raise
+    return sock
+
+
 def socket_upstream_factory(target: Endpoint, counters: ForwardCounters) -> UpstreamFactory:
     async def make(_client: tuple[str, int], deliver: Deliver) -> FlowUpstream:
-        return SocketUpstream(target, deliver, counters)
+        return SocketUpstream(connect_udp(target), deliver, counters)
 
     return make
 

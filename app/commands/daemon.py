@@ -1,0 +1,84 @@
+"""``hostnet daemon``: run the daemon in the foreground until stopped."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import logging
+import signal
+import sys
+
+from app.control_client import ControlClient, ControlError, DaemonUnavailable
+from app.daemon.control_api import serve
+from app.daemon.service import Daemon, DaemonError
+from app.paths import admin_settings_path, user_paths
+from proxy.event_loop import raise_fd_limit, run
+from proxy.policy import Refuse
+
+
+def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    parser = subparsers.add_parser(
+        "daemon",
+        help="run the hostnet daemon (forwarding) in the foreground",
+        description="Run the daemon: starts the VM, mirrors its ports on the host and the "
+        "host's in the VM, and serves the control API. Stops on SIGINT or SIGTERM.",
+    )
+    parser.add_argument("--stop", action="store_true", help="ask the running daemon to stop")
+    parser.add_argument("-v", "--verbose", action="store_true")
+    parser.set_defaults(func=run_daemon)
+
+
+def run_daemon(args: argparse.Namespace) -> int:
+    paths = user_paths()
+    if args.stop:
+        try:
+            ControlClient(paths.control_socket).call("POST", "/v1/shutdown")
+        except (DaemonUnavailable, ControlError) as exc:
+            print(f"hostnet daemon: {exc}", file=sys.stderr)
+            return 1
+        return 0
+    paths.ensure()
+    logging.basicConfig(
+        level=logging.DEBUG if args.verbose else logging.INFO,
+        format="%(asctime)s daemon %(levelname)s %(name)s: %(message)s",
+        handlers=[logging.FileHandler(paths.daemon_log), logging.StreamHandler()],
+    )
+    raise_fd_limit()
+    daemon = Daemon(paths, admin_file=admin_settings_path())
+    try:
+        daemon.acquire_lock()
+    except DaemonError as exc:
+        print(f"hostnet daemon: {exc}", file=sys.stderr)
+        return 1
+    try:
+        return run(_main(daemon))
+    except DaemonError as exc:
+        print(f"hostnet daemon: {exc}", file=sys.stderr)
+        return 1
+    finally:
+        daemon.release_lock()
+
+
+async def _main(daemon: Daemon) -> int:
+    decision = await daemon.load()
+    assert daemon.effective is not None
+    for problem in daemon.effective.problems:
+        print(f"hostnet daemon: settings problem: {problem}", file=sys.stderr)
+    if isinstance(decision, Refuse):
+        print(f"hostnet daemon: {decision.message}", file=sys.stderr)
+        return 1
+    runner = await serve(daemon, daemon.paths.control_socket)
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, daemon.stopping.set)
+    try:
+        await daemon.start()
+        print(
+            f"hostnet daemon: {decision.message} Control API on {daemon.paths.control_socket}",
+            flush=True,
+        )
+        await daemon.stopping.wait()
+    finally:
+        await daemon.stop()
+        await runner.cleanup()
+    return 0

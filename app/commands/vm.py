@@ -1,0 +1,83 @@
+"""``hostnet vm up|down|exec``: the VM on its own, without (or beside) the daemon."""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+import time
+
+from app.control_client import ControlClient, ControlError, DaemonUnavailable
+from app.paths import user_paths
+from vm.backends.netns import NetnsVM, VMError
+
+
+def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    parser = subparsers.add_parser("vm", help="start, stop or run a command in the VM")
+    actions = parser.add_subparsers(dest="vm_action", metavar="ACTION", required=True)
+    up = actions.add_parser("up", help="start the VM and its agent")
+    up.add_argument("--backend", choices=["netns", "qemu"], default="netns")
+    up.set_defaults(func=run_up)
+    down = actions.add_parser("down", help="stop the VM (and the daemon using it)")
+    down.set_defaults(func=run_down)
+    exec_ = actions.add_parser("exec", help="run a command inside the VM: vm exec -- CMD ...")
+    exec_.add_argument("command", nargs=argparse.REMAINDER, metavar="-- CMD")
+    exec_.set_defaults(func=run_exec)
+
+
+def _netns() -> NetnsVM:
+    paths = user_paths()
+    paths.ensure()
+    return NetnsVM(paths.vm_dir)
+
+
+def run_up(args: argparse.Namespace) -> int:
+    if args.backend == "qemu":
+        from app.commands.vm_qemu import run_qemu_up
+
+        return run_qemu_up(args)
+    try:
+        state = _netns().up()
+    except VMError as exc:
+        print(f"hostnet vm up: {exc}", file=sys.stderr)
+        return 1
+    where = "rootless user namespace" if state.rootless else f"namespace {state.name}"
+    print(f"VM up: {where}, agent pid {state.agent_pid}")
+    if state.vm_ip:
+        print(f"  VM address {state.vm_ip} and {state.vm_ip6}; host side {state.host_ip}")
+    return 0
+
+
+def run_down(args: argparse.Namespace) -> int:
+    paths = user_paths()
+    client = ControlClient(paths.control_socket)
+    try:
+        client.call("POST", "/v1/shutdown")
+        deadline = time.monotonic() + 10
+        while paths.control_socket.exists() and time.monotonic() < deadline:
+            time.sleep(0.05)
+    except (DaemonUnavailable, ControlError):
+        pass
+    _netns().down()
+    print("VM down")
+    return 0
+
+
+def run_exec(args: argparse.Namespace) -> int:
+    command = list(args.command)
+    if command and command[0] == "--":
+        command = command[1:]
+    if not command:
+        print("hostnet vm exec: name a command: hostnet vm exec -- CMD [ARGS...]", file=sys.stderr)
+        return 2
+    try:
+        argv = _netns().exec_command(command)
+    except VMError as exc:
+        print(f"hostnet vm exec: {exc}", file=sys.stderr)
+        return 1
+    try:
+        os.execvp(argv[0], argv)
+    except OSError as exc:
+        print(f"hostnet vm exec: cannot run {command[0]!r}: {exc.strerror}", file=sys.stderr)
+        return 127
+    return 0  # not reached

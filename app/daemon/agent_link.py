@@ -1,0 +1,166 @@
+"""The daemon's control connection to the agent: connect, authenticate, reconnect with backoff."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import itertools
+import logging
+from collections.abc import Awaitable, Callable
+
+from proxy.listeners import Proto
+from proxy.wire import (
+    Error,
+    Listener,
+    Listeners,
+    ProtocolError,
+    Request,
+    Response,
+    StreamFailed,
+    StreamRequest,
+)
+from proxy.wire.bounded_json import JsonValue
+from vm.transport.address import TransportAddress
+from vm.transport.wire_socket import WireSocket, connect_wire
+
+log = logging.getLogger(__name__)
+
+FIRST_RETRY = 0.05
+MAX_RETRY = 1.0
+REQUEST_TIMEOUT = 10.0
+
+ListenerKey = tuple[Proto, str, int]
+
+
+class AgentLink:
+    """Keeps one authenticated control connection to the agent and reports what it says.
+
+    ``on_vm_listeners`` gets the VM's whole listener set after every change (empty while
+    the agent is away); ``on_stream_request`` serves the agent's StreamRequests;
+    ``on_connected`` is called after each (re)connection, to send the host's listeners.
+    """
+
+    def __init__(
+        self,
+        address: TransportAddress,
+        secret: bytes,
+        *,
+        on_vm_listeners: Callable[[set[ListenerKey]], Awaitable[None]],
+        on_stream_request: Callable[[StreamRequest], None],
+        on_connected: Callable[[], Awaitable[None]],
+        on_state: Callable[[str, str], None] = lambda state, detail: None,
+    ) -> None:
+        self.address = address
+        self.secret = secret
+        self.on_vm_listeners = on_vm_listeners
+        self.on_stream_request = on_stream_request
+        self.on_connected = on_connected
+        self.on_state = on_state
+        self.vm_listeners: set[ListenerKey] = set()
+        self.wire: WireSocket | None = None
+        self.state = "connecting"
+        self.detail = ""
+        self._ids = itertools.count(1)
+        self._responses: dict[int, asyncio.Future[Response]] = {}
+        self._task: asyncio.Task[None] | None = None
+
+    @property
+    def connected(self) -> bool:
+        return self.wire is not None
+
+    def start(self) -> None:
+        self._task = asyncio.get_running_loop().create_task(self._run())
+
+    async def stop(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+        if self.wire is not None:
+            self.wire.close()
+            self.wire = None
+
+    def _set_state(self, state: str, detail: str = "") -> None:
+        if (state, detail) != (self.state, self.detail):
+            self.state, self.detail = state, detail
+            self.on_state(state, detail)
+
+    async def _run(self) -> None:
+        delay = FIRST_RETRY
+        while True:
+            try:
+                sock = await self.address.connect()
+                wire = await connect_wire(sock, "daemon", "control", self.secret)
+            except ProtocolError as exc:
+                # A wrong secret or version will not fix itself quickly: say so, retry slowly.
+                self._set_state("refused", exc.message)
+                await asyncio.sleep(MAX_RETRY)
+                continue
+            except (OSError, TimeoutError) as exc:
+                self._set_state("connecting", f"agent not reachable at {self.address}: {exc}")
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, MAX_RETRY)
+                continue
+            delay = FIRST_RETRY
+            self.wire = wire
+            self._set_state("connected")
+            try:
+                await self.on_connected()
+                await self._serve(wire)
+            except (ProtocolError, OSError) as exc:
+                log.info("agent control connection lost: %s", exc)
+            finally:
+                self.wire = None
+                wire.close()
+                for future in self._responses.values():
+                    if not future.done():
+                        future.set_exception(ConnectionError("the agent went away"))
+                self._responses.clear()
+                self._set_state("connecting", "the agent went away; reconnecting")
+                self.vm_listeners = set()
+                await self.on_vm_listeners(set())
+
+    async def _serve(self, wire: WireSocket) -> None:
+        while True:
+            event = await wire.next_event()
+            if isinstance(event, Listeners):
+                for item in event.removed:
+                    self.vm_listeners.discard((item.proto, item.host, item.port))
+                for item in event.added:
+                    self.vm_listeners.add((item.proto, item.host, item.port))
+                await self.on_vm_listeners(set(self.vm_listeners))
+            elif isinstance(event, StreamRequest):
+                self.on_stream_request(event)
+            elif isinstance(event, Response):
+                future = self._responses.pop(event.id, None)
+                if future is not None and not future.done():
+                    future.set_result(event)
+            elif isinstance(event, Error):
+                raise ProtocolError(event.code, event.message, remote=True)
+
+    async def send_listeners(self, added: list[Listener], removed: list[Listener]) -> None:
+        wire = self.wire
+        if wire is None:
+            return
+        with contextlib.suppress(ProtocolError, OSError):
+            for message in Listeners.batches(added, removed):
+                await wire.send(message)
+
+    async def stream_failed(self, failure: StreamFailed) -> None:
+        wire = self.wire
+        if wire is not None:
+            with contextlib.suppress(ProtocolError, OSError):
+                await wire.send(failure)
+
+    async def request(self, method: str, params: dict[str, JsonValue] | None = None) -> Response:
+        wire = self.wire
+        if wire is None:
+            raise ConnectionError("the agent is not connected")
+        request_id = next(self._ids)
+        future: asyncio.Future[Response] = asyncio.get_running_loop().create_future()
+        self._responses[request_id] = future
+        await wire.send(Request(request_id, method, params or {}))
+        try:
+            return await asyncio.wait_for(future, REQUEST_TIMEOUT)
+        finally:
+            self._responses.pop(request_id, None)

@@ -1,0 +1,172 @@
+"""The daemon's control API: HTTP+JSON on a unix socket (mode 0600) in HOSTNET_HOME.
+
+    GET  /v1/status            state, reasons, VM and agent, settings problems
+    GET  /v1/ports             every forwarded port with its state and counters
+    GET  /v1/settings          effective settings: value, source, lock, problems
+    PUT  /v1/settings          {"Key": value, ...}: checked, locks honoured, written atomically
+    POST /v1/restart           restart forwarding (applies settings that need it)
+    POST /v1/shutdown          stop forwarding and the daemon
+    GET  /v1/events            Server-Sent Events: status, port, ports, settings, resync
+
+``curl --unix-socket $HOSTNET_HOME/run/control.sock http://hostnet/v1/status`` works.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import os
+from pathlib import Path
+from typing import Any
+
+from aiohttp import web
+
+from app.daemon.service import Daemon
+from app.settings import (
+    SettingLockedError,
+    SettingsError,
+    SignInNeededError,
+    UnknownSettingError,
+)
+
+MAX_BODY = 64 * 1024
+DAEMON_KEY = web.AppKey("daemon", Daemon)
+
+
+def _error(status: int, code: str, message: str) -> web.Response:
+    return web.json_response({"error": code, "message": message}, status=status)
+
+
+async def get_status(request: web.Request) -> web.Response:
+    return web.json_response(request.app[DAEMON_KEY].status())
+
+
+async def get_ports(request: web.Request) -> web.Response:
+    return web.json_response(request.app[DAEMON_KEY].ports())
+
+
+async def get_settings(request: web.Request) -> web.Response:
+    daemon = request.app[DAEMON_KEY]
+    effective = await asyncio.get_running_loop().run_in_executor(None, daemon.store.load)
+    return web.json_response(effective.to_json())
+
+
+async def put_settings(request: web.Request) -> web.Response:
+    daemon = request.app[DAEMON_KEY]
+    if request.content_length is not None and request.content_length > MAX_BODY:
+        return _error(413, "too-large", f"the body is above {MAX_BODY} bytes")
+    try:
+        body = json.loads(await request.read())
+    except (ValueError, UnicodeDecodeError) as exc:
+        return _error(
+            400,
+            "bad-json",
+            f'the body is not JSON ({exc}); send an object like {{"HostNetworkingEnabled": true}}',
+        )
+    if not isinstance(body, dict) or not body:
+        return _error(400, "bad-body", 'send a non-empty JSON object like {"Key": value}')
+    try:
+        change = await asyncio.get_running_loop().run_in_executor(None, daemon.store.update, body)
+    except SettingLockedError as exc:
+        return _error(403, "locked", str(exc))
+    except SignInNeededError as exc:
+        return _error(409, "sign-in-needed", str(exc))
+    except UnknownSettingError as exc:
+        return _error(404, "unknown-setting", str(exc))
+    except SettingsError as exc:
+        return _error(400, "bad-value", str(exc))
+    await daemon.reload()
+    return web.json_response(
+        {
+            "changed": list(change.changed),
+            "restart_required": change.restart_required,
+            "settings": change.effective.to_json(),
+        }
+    )
+
+
+async def post_restart(request: web.Request) -> web.Response:
+    daemon = request.app[DAEMON_KEY]
+    await daemon.restart_forwarding()
+    return web.json_response(daemon.status())
+
+
+async def post_shutdown(request: web.Request) -> web.Response:
+    request.app[DAEMON_KEY].stopping.set()
+    return web.json_response({"stopping": True})
+
+
+async def get_events(request: web.Request) -> web.StreamResponse:
+    daemon = request.app[DAEMON_KEY]
+    response = web.StreamResponse(
+        headers={
+            "Content-Type": "text/event-stream",
+            "Cache-Control": "no-cache",
+        }
+    )
+    await response.prepare(request)
+    queue = daemon.events.subscribe()
+    try:
+        first = [("status", daemon.status()), ("ports", daemon.ports())]
+        for kind, data in first:
+            await response.write(_sse({"type": kind, "data": data}))
+        while True:
+            try:
+                event = await asyncio.wait_for(queue.get(), 15)
+            except TimeoutError:
+                await response.write(b": keep-alive\n\n")
+                continue
+            await response.write(_sse(event))
+    except (ConnectionResetError, asyncio.CancelledError):
+        pass
+    finally:
+        daemon.events.unsubscribe(queue)
+    return response
+
+
+def _sse(event: dict[str, Any]) -> bytes:
+    return f"event: {event['type']}\ndata: {json.dumps(event['data'])}\n\n".encode()
+
+
+@web.middleware
+async def json_errors(request: web.Request, handler: Any) -> web.StreamResponse:
+    try:
+        response: web.StreamResponse = await handler(request)
+        return response
+    except web.HTTPNotFound:
+        return _error(404, "not-found", f"no such endpoint {request.path}; see /v1/status")
+    except web.HTTPMethodNotAllowed as exc:
+        return _error(
+            405,
+            "method-not-allowed",
+            f"{request.method} is not allowed on {request.path}; use {exc.allowed_methods}",
+        )
+
+
+def make_app(daemon: Daemon) -> web.Application:
+    app = web.Application(middlewares=[json_errors], client_max_size=MAX_BODY)
+    app[DAEMON_KEY] = daemon
+    app.router.add_get("/v1/status", get_status)
+    app.router.add_get("/v1/ports", get_ports)
+    app.router.add_get("/v1/settings", get_settings)
+    app.router.add_put("/v1/settings", put_settings)
+    app.router.add_post("/v1/restart", post_restart)
+    app.router.add_post("/v1/shutdown", post_shutdown)
+    app.router.add_get("/v1/events", get_events)
+    return app
+
+
+async def serve(daemon: Daemon, socket_path: Path) -> web.AppRunner:
+    runner = web.AppRunner(make_app(daemon), access_log=None, shutdown_timeout=1.0)
+    await runner.setup()
+    with contextlib.suppress(FileNotFoundError):
+        socket_path.unlink()  # a stale socket from a daemon that died (the lock says so)
+    old = os.umask(0o177)
+    try:
+        site = web.UnixSite(runner, str(socket_path))
+        await site.start()
+    finally:
+        os.umask(old)
+    os.chmod(socket_path, 0o600)
+    return runner

@@ -1,0 +1,206 @@
+"""Host networking while it is allowed: VM listeners mirrored on the host, host listeners
+reported to the agent, and the agent's requests for host ports served."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import socket
+from collections.abc import Callable, Coroutine
+from typing import Any
+
+from app.daemon.agent_link import AgentLink, ListenerKey
+from proxy.addresses import Endpoint
+from proxy.counters import ForwardCounters
+from proxy.listener_watcher import ListenerWatcher
+from proxy.listeners import Listener, Proto
+from proxy.mirror_set import (
+    ALL_INTERFACE_BINDS,
+    LOOPBACK_BINDS,
+    MIRRORABLE_HOSTS,
+    Engine,
+    MirrorSet,
+    MirrorState,
+)
+from proxy.tcp_forwarder import TcpForwarder
+from proxy.udp_forwarder import Deliver, FlowUpstream, SocketUpstream, UdpForwarder
+from proxy.wire import ErrorCode, StreamFailed, StreamRequest
+from proxy.wire import Listener as WireListener
+from vm.transport.address import TransportAddress
+from vm.transport.datagram_stream import StreamFlowUpstream
+from vm.transport.streams import attach_stream, open_stream
+from vm.transport.targets import TargetError, connect_target, listening_now, relay_stream
+
+log = logging.getLogger(__name__)
+
+VM_MIRROR_POLL = 0.5
+
+
+def host_listeners_to_report(listeners: frozenset[Listener]) -> set[WireListener]:
+    """The host listeners the VM should see: loopback and wildcard ones, once per key."""
+    return {WireListener(i.proto, i.host, i.port) for i in listeners if i.host in MIRRORABLE_HOSTS}
+
+
+class Forwarding:
+    """Everything that runs while host networking is on, for one VM."""
+
+    def __init__(
+        self,
+        address: TransportAddress,
+        secret: bytes,
+        *,
+        expose_all: bool,
+        excluded: Callable[[int], bool],
+        on_mirror: Callable[[MirrorState], None],
+        on_link_state: Callable[[str, str], None],
+        on_vm_mirrors: Callable[[list[dict[str, Any]]], None] = lambda mirrors: None,
+    ) -> None:
+        self.address = address
+        self.secret = secret
+        self.reverse_counters = ForwardCounters()
+        self.mirrors = MirrorSet(
+            self._make_engine,
+            binds=ALL_INTERFACE_BINDS if expose_all else LOOPBACK_BINDS,
+            excluded_ports=excluded,
+            on_change=on_mirror,
+        )
+        self.host_watcher = ListenerWatcher(self._on_host_change, exclude=self.mirrors.own_inodes)
+        self.link = AgentLink(
+            address,
+            secret,
+            on_vm_listeners=self._on_vm_listeners,
+            on_stream_request=self._on_stream_request,
+            on_connected=self._send_all_host_listeners,
+            on_state=on_link_state,
+        )
+        self.reported: set[WireListener] = set()
+        self.vm_mirrors: list[dict[str, Any]] = []
+        self.on_vm_mirrors = on_vm_mirrors
+        self._tasks: set[asyncio.Task[None]] = set()
+
+    async def start(self) -> None:
+        await self.host_watcher.start()
+        self.link.start()
+        self._spawn(self._poll_vm_mirrors())
+
+    async def _poll_vm_mirrors(self) -> None:
+        """The agent's mirrors of host ports, with their states, for ``hostnet ports``."""
+        while True:
+            await asyncio.sleep(VM_MIRROR_POLL)
+            mirrors: list[dict[str, Any]] = []
+            if self.link.connected:
+                with contextlib.suppress(ConnectionError, OSError, TimeoutError):
+                    response = await self.link.request("mirrors")
+                    if response.ok and isinstance(response.result, list):
+                        mirrors = response.result
+            if mirrors != self.vm_mirrors:
+                self.vm_mirrors = mirrors
+                self.on_vm_mirrors(mirrors)
+
+    async def stop(self) -> None:
+        await self.link.stop()
+        await self.mirrors.close()
+        await self.host_watcher.stop()
+        for task in list(self._tasks):
+            task.cancel()
+        await asyncio.gather(*self._tasks, return_exceptions=True)
+
+    def _spawn(self, coro: Coroutine[Any, Any, None]) -> None:
+        task = asyncio.get_running_loop().create_task(coro)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    # -- settings that apply live ---------------------------------------------------------
+
+    async def set_expose_all(self, expose_all: bool) -> None:
+        await self.mirrors.set_binds(ALL_INTERFACE_BINDS if expose_all else LOOPBACK_BINDS)
+
+    async def set_excluded(self, excluded: Callable[[int], bool]) -> None:
+        self.mirrors.excluded_ports = excluded
+        for mirror in self.mirrors.states():
+            if mirror.state == "active" and excluded(mirror.key.port):
+                mirror.state = "pending"
+                if mirror.engine is not None:
+                    engine, mirror.engine = mirror.engine, None
+                    await engine.stop()
+        await self.mirrors.reconcile()
+
+    # -- VM -> host mirrors ---------------------------------------------------------------
+
+    async def _on_vm_listeners(self, listeners: set[ListenerKey]) -> None:
+        await self.mirrors.set_remote(listeners)
+
+    def _make_engine(self, proto: Proto, bind: Endpoint, remote_host: str) -> Engine:
+        port = bind.port
+        if proto == "tcp":
+
+            async def connect(_client: tuple[str, int]) -> socket.socket:
+                return await open_stream(
+                    self.address, self.secret, "daemon", "tcp", remote_host, port
+                )
+
+            return TcpForwarder(bind, connect)
+
+        forwarder: UdpForwarder
+
+        async def upstream(_client: tuple[str, int], deliver: Deliver) -> FlowUpstream:
+            sock = await open_stream(self.address, self.secret, "daemon", "udp", remote_host, port)
+            if sock.type == socket.SOCK_DGRAM:
+                return SocketUpstream(sock, deliver, forwarder.counters)
+            return StreamFlowUpstream(sock, deliver, forwarder.counters)
+
+        forwarder = UdpForwarder(bind, upstream)
+        return forwarder
+
+    # -- host -> VM: what the agent mirrors, and its requests ------------------------------
+
+    def _on_host_change(self, added: frozenset[Listener], removed: frozenset[Listener]) -> None:
+        self._spawn(self._send_host_delta())
+
+    async def _send_host_delta(self) -> None:
+        now = host_listeners_to_report(self.host_watcher.current)
+        added, removed = now - self.reported, self.reported - now
+        self.reported = now
+        if added or removed:
+            await self.link.send_listeners(sorted(added, key=_key), sorted(removed, key=_key))
+
+    async def _send_all_host_listeners(self) -> None:
+        self.reported = host_listeners_to_report(self.host_watcher.current)
+        await self.link.send_listeners(sorted(self.reported, key=_key), [])
+
+    def _on_stream_request(self, request: StreamRequest) -> None:
+        self._spawn(self._serve_stream_request(request))
+
+    async def _serve_stream_request(self, request: StreamRequest) -> None:
+        if not listening_now(self.host_watcher.current, request.proto, request.host, request.port):
+            await self.link.stream_failed(
+                StreamFailed(
+                    request.stream_id,
+                    ErrorCode.NOT_LISTENING,
+                    f"nothing listens on host {request.proto} port {request.port}",
+                )
+            )
+            return
+        try:
+            target = await connect_target(request.proto, request.host, request.port)
+        except TargetError as exc:
+            await self.link.stream_failed(StreamFailed(request.stream_id, exc.code, str(exc)))
+            return
+        try:
+            stream = await attach_stream(
+                self.address, self.secret, "daemon", request.stream_id, target
+            )
+        except (OSError, ConnectionError, TimeoutError) as exc:
+            log.info("attach of stream %d failed: %s", request.stream_id, exc)
+            target.close()
+            return
+        if stream is None:  # handed over: the agent relays with one splice
+            target.close()
+            return
+        with contextlib.suppress(OSError):
+            await relay_stream(request.proto, stream, target, self.reverse_counters)
+
+
+def _key(item: WireListener) -> tuple[str, str, int]:
+    return (item.proto, item.host, item.port)

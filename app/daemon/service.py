@@ -1,0 +1,309 @@
+"""The daemon: settings and the policy gate decide; the VM backend and forwarding follow."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import fcntl
+import logging
+import os
+import time
+from pathlib import Path
+from typing import Any
+
+from app.daemon.events import EventBus
+from app.daemon.forwarding import Forwarding
+from app.daemon.vm_backend import Backend, make_backend
+from app.paths import Paths
+from app.settings import EffectiveSettings, SettingsStore, is_excluded, port_ranges, watch_settings
+from app.signin.state import record_paths
+from proxy import __version__
+from proxy.mirror_set import MirrorState
+from proxy.policy import Allow, Decision, Off, Refuse
+from vm.backends.netns import VMError
+
+log = logging.getLogger(__name__)
+
+AGENT_CHECK_INTERVAL = 0.2
+GATE_RECHECK_INTERVAL = 5.0
+
+
+class DaemonError(RuntimeError):
+    """The daemon cannot start; the message names the cause and the fix."""
+
+
+class Daemon:
+    def __init__(self, paths: Paths, *, admin_file: Path | None = None) -> None:
+        self.paths = paths
+        self.store = SettingsStore(paths, admin_file=admin_file)
+        self.events = EventBus()
+        self.effective: EffectiveSettings | None = None
+        self.decision: Decision = Off()
+        self.signed_in = False
+        self.backend: Backend | None = None
+        self.forwarding: Forwarding | None = None
+        self.vm_state = "down"
+        self.vm_detail = ""
+        self.link_state = "down"
+        self.link_detail = ""
+        self.restart_pending = False
+        self.started_at = time.time()
+        self.stopping = asyncio.Event()
+        self._lock_fd: int | None = None
+        self._apply_lock = asyncio.Lock()
+        self._tasks: list[asyncio.Task[None]] = []
+
+    # -- start and stop -------------------------------------------------------------------
+
+    def acquire_lock(self) -> None:
+        """One daemon per user: hold an exclusive lock on daemon.lock while running."""
+        self.paths.ensure()
+        lock_path = self.paths.runtime_dir / "daemon.lock"
+        fd = os.open(lock_path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            os.close(fd)
+            other = (
+                self.paths.daemon_pid_file.read_text().strip()
+                if (self.paths.daemon_pid_file.exists())
+                else "?"
+            )
+            raise DaemonError(
+                f"a hostnet daemon already runs for this user (pid {other}); "
+                "use `hostnet status`, or stop it with `hostnet daemon --stop`"
+            ) from None
+        self._lock_fd = fd
+        self.paths.daemon_pid_file.write_text(f"{os.getpid()}\n")
+
+    def release_lock(self) -> None:
+        with contextlib.suppress(FileNotFoundError):
+            self.paths.daemon_pid_file.unlink()
+        if self._lock_fd is not None:
+            os.close(self._lock_fd)
+            self._lock_fd = None
+
+    async def load(self) -> Decision:
+        loop = asyncio.get_running_loop()
+        self.effective = await loop.run_in_executor(None, self.store.load)
+        self.signed_in = await loop.run_in_executor(None, self.store.is_signed_in)
+        self.decision = self.effective.gate(signed_in=self.signed_in)
+        return self.decision
+
+    async def start(self) -> None:
+        """Bring the VM up and apply the gate's decision (the caller checked it first)."""
+        assert self.effective is not None
+        try:
+            self.backend = make_backend(
+                str(self.effective["VmBackend"]),
+                dict(self.effective["VmOptions"] or {}),
+                self.paths.vm_dir,
+            )
+            self._set_vm("starting", "")
+            await self.backend.up()
+            self._set_vm("up", "")
+        except (VMError, OSError) as exc:
+            self._set_vm("error", str(exc))
+            raise DaemonError(f"cannot start the VM: {exc}") from exc
+        await self._apply()
+        loop = asyncio.get_running_loop()
+        self._tasks = [
+            loop.create_task(self._follow_settings()),
+            loop.create_task(self._supervise_agent()),
+            loop.create_task(self._recheck_gate()),
+        ]
+
+    async def stop(self) -> None:
+        for task in self._tasks:
+            task.cancel()
+        await asyncio.gather(*self._tasks, return_exceptions=True)
+        await self._stop_forwarding()
+        if self.backend is not None:
+            await self.backend.down()
+            self._set_vm("down", "")
+
+    # -- applying the gate ----------------------------------------------------------------
+
+    async def _apply(self) -> None:
+        async with self._apply_lock:
+            decision = self.decision
+            if isinstance(decision, Allow):
+                if self.forwarding is None:
+                    await self._start_forwarding()
+            else:
+                await self._stop_forwarding()
+            self.events.publish("status", self.status())
+
+    async def _start_forwarding(self) -> None:
+        assert self.backend is not None and self.effective is not None
+        address, secret = await self.backend.up()
+        ranges = port_ranges(self.effective["HostNetworkingExcludedPorts"] or [])
+        self.forwarding = Forwarding(
+            address,
+            secret,
+            expose_all=bool(self.effective["HostNetworkingExposeAllInterfaces"]),
+            excluded=lambda port: is_excluded(port, ranges),
+            on_mirror=self._on_mirror,
+            on_link_state=self._on_link_state,
+            on_vm_mirrors=lambda mirrors: self.events.publish("ports", self.ports()),
+        )
+        await self.forwarding.start()
+
+    async def _stop_forwarding(self) -> None:
+        if self.forwarding is not None:
+            forwarding, self.forwarding = self.forwarding, None
+            await forwarding.stop()
+            self.link_state, self.link_detail = "down", ""
+
+    async def restart_forwarding(self) -> None:
+        async with self._apply_lock:
+            await self._stop_forwarding()
+            self.restart_pending = False
+        await self.reload()
+
+    async def reload(self) -> None:
+        await self.load()
+        await self._apply()
+
+    # -- following changes ----------------------------------------------------------------
+
+    async def _follow_settings(self) -> None:
+        also = record_paths(self.paths)
+        async for change in watch_settings(self.store, initial=self.effective, also_watch=also):
+            before = self.effective
+            self.effective = change.effective
+            self.signed_in = await asyncio.get_running_loop().run_in_executor(
+                None, self.store.is_signed_in
+            )
+            self.decision = change.effective.gate(signed_in=self.signed_in)
+            if change.restart_required:
+                self.restart_pending = True
+            if self.forwarding is not None and before is not None:
+                await self._apply_live(change.changed)
+            await self._apply()
+            self.events.publish("settings", change.effective.to_json())
+
+    async def _apply_live(self, changed: tuple[str, ...]) -> None:
+        assert self.forwarding is not None and self.effective is not None
+        if "HostNetworkingExposeAllInterfaces" in changed:
+            await self.forwarding.set_expose_all(
+                bool(self.effective["HostNetworkingExposeAllInterfaces"])
+            )
+        if "HostNetworkingExcludedPorts" in changed:
+            ranges = port_ranges(self.effective["HostNetworkingExcludedPorts"] or [])
+            await self.forwarding.set_excluded(lambda port: is_excluded(port, ranges))
+
+    async def _recheck_gate(self) -> None:
+        """A session can expire with no file changing: look again now and then."""
+        while True:
+            await asyncio.sleep(GATE_RECHECK_INTERVAL)
+            signed_in = await asyncio.get_running_loop().run_in_executor(
+                None, self.store.is_signed_in
+            )
+            if signed_in != self.signed_in and self.effective is not None:
+                self.signed_in = signed_in
+                self.decision = self.effective.gate(signed_in=signed_in)
+                await self._apply()
+
+    async def _supervise_agent(self) -> None:
+        """Restart an agent that died (the VM itself stays); the link then reconnects."""
+        while True:
+            await asyncio.sleep(AGENT_CHECK_INTERVAL)
+            if self.backend is None or await self.backend.agent_alive():
+                continue
+            self._set_vm("restarting", "the agent stopped; starting it again")
+            try:
+                await self.backend.restart_agent()
+                self._set_vm("up", "")
+            except (VMError, OSError) as exc:
+                self._set_vm("error", str(exc))
+                await asyncio.sleep(1.0)
+
+    # -- state for the control API --------------------------------------------------------
+
+    def _set_vm(self, state: str, detail: str) -> None:
+        self.vm_state, self.vm_detail = state, detail
+        self.events.publish("status", self.status())
+
+    def _on_link_state(self, state: str, detail: str) -> None:
+        self.link_state, self.link_detail = state, detail
+        self.events.publish("status", self.status())
+
+    def _on_mirror(self, mirror: MirrorState) -> None:
+        self.events.publish("port", port_entry(mirror))
+
+    def state_name(self) -> str:
+        decision = self.decision
+        if isinstance(decision, Refuse):
+            return "refused"
+        if isinstance(decision, Off):
+            return "off"
+        if self.vm_state == "error" or self.link_state == "refused":
+            return "error"
+        return "on"
+
+    def status(self) -> dict[str, Any]:
+        decision = self.decision
+        reasons = []
+        if isinstance(decision, Refuse | Off):
+            source = decision.reasons if isinstance(decision, Refuse) else decision.blockers
+            reasons = [
+                {
+                    "setting": r.setting,
+                    "source": r.source,
+                    "location": r.location,
+                    "problem": r.problem,
+                    "fix": r.fix,
+                }
+                for r in source
+            ]
+        effective = self.effective
+        return {
+            "version": __version__,
+            "pid": os.getpid(),
+            "state": self.state_name(),
+            "message": decision.message,
+            "reasons": reasons,
+            "signed_in": self.signed_in,
+            "restart_pending": self.restart_pending,
+            "vm": {
+                "backend": self.backend.name if self.backend else None,
+                "state": self.vm_state,
+                "detail": self.vm_detail,
+            },
+            "agent": {"state": self.link_state, "detail": self.link_detail},
+            "problems": [p.to_json() for p in effective.problems] if effective else [],
+        }
+
+    def ports(self) -> list[dict[str, Any]]:
+        if self.forwarding is None:
+            return []
+        entries = [port_entry(m) for m in self.forwarding.mirrors.states()]
+        for item in self.forwarding.vm_mirrors:
+            entries.append(
+                {
+                    "direction": "host-to-vm",
+                    "proto": item["proto"],
+                    "port": item["port"],
+                    "host_address": item["remote_host"],
+                    "vm_address": item["bind"],
+                    "state": item["state"],
+                    "reason": item["reason"],
+                    "counters": item["counters"],
+                }
+            )
+        return entries
+
+
+def port_entry(mirror: MirrorState) -> dict[str, Any]:
+    data = mirror.as_dict()
+    return {
+        "direction": "vm-to-host",
+        "proto": data["proto"],
+        "port": data["port"],
+        "host_address": data["bind"],
+        "vm_address": data["remote_host"],
+        "state": data["state"],
+        "reason": data["reason"],
+        "counters": data["counters"],
+    }

@@ -1,0 +1,230 @@
+"""Keeping local mirrors in step with the other side's listeners.
+
+Given the other side's listeners, a :class:`MirrorSet` decides which local mirrors should
+exist (one per protocol, port and local bind address), starts and stops them, and keeps a
+visible state for every port: active, or why not (conflict, privileged, excluded, the
+local side's own listener wins). Ports that failed are retried until the cause clears.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import errno
+import logging
+import socket
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+
+from proxy.addresses import Endpoint
+from proxy.counters import ForwardCounters
+from proxy.listeners import Proto
+from proxy.tcp_forwarder import ListenError, TcpForwarder
+from proxy.udp_forwarder import UdpForwarder
+
+log = logging.getLogger(__name__)
+
+RETRY_INTERVAL = 1.0
+LOOPBACK_BINDS = ("127.0.0.1", "::1")
+ALL_INTERFACE_BINDS = ("0.0.0.0", "::")
+MIRRORABLE_HOSTS = frozenset({"0.0.0.0", "::", "127.0.0.1", "::1"})
+
+Engine = TcpForwarder | UdpForwarder
+MakeEngine = Callable[[Proto, Endpoint, str], Engine]
+"""Builds a (not yet started) forwarder for ``proto``, listening on ``bind``, relaying to
+the other side's address ``remote_host`` (the port is the bind's port)."""
+
+
+@dataclass(frozen=True, order=True)
+class MirrorKey:
+    proto: Proto
+    port: int
+    bind: str
+
+
+@dataclass
+class MirrorState:
+    """What one mirror is doing; ``state`` is active, conflict, privileged, excluded,
+    shadowed (the local side's own listener wins) or error, with ``reason`` unless active."""
+
+    key: MirrorKey
+    remote_host: str
+    state: str = "pending"
+    reason: str = ""
+    engine: Engine | None = field(default=None, repr=False)
+
+    @property
+    def counters(self) -> ForwardCounters:
+        return self.engine.counters if self.engine is not None else ForwardCounters()
+
+    def as_dict(self) -> dict[str, object]:
+        return {
+            "proto": self.key.proto,
+            "port": self.key.port,
+            "bind": self.key.bind,
+            "remote_host": self.remote_host,
+            "state": self.state,
+            "reason": self.reason,
+            "counters": self.counters.as_dict(),
+        }
+
+
+def _family_of(host: str) -> int:
+    return socket.AF_INET6 if ":" in host else socket.AF_INET
+
+
+def pick_remote_host(bind: str, remote_hosts: Iterable[str]) -> str:
+    """The other side's address to reach for a mirror on ``bind``: same family first,
+    a wildcard reached through that family's loopback."""
+    hosts = sorted(remote_hosts)
+    same = [h for h in hosts if _family_of(h) == _family_of(bind)] or hosts
+    host = same[0]
+    if host == "0.0.0.0":
+        return "127.0.0.1"
+    if host == "::":
+        return "::1"
+    return host
+
+
+class MirrorSet:
+    """The local mirrors of the other side's listeners, reconciled on every change."""
+
+    def __init__(
+        self,
+        make_engine: MakeEngine,
+        *,
+        binds: tuple[str, ...] = LOOPBACK_BINDS,
+        excluded_ports: Callable[[int], bool] = lambda port: False,
+        local_ports: Callable[[Proto, int], bool] = lambda proto, port: False,
+        on_change: Callable[[MirrorState], None] = lambda state: None,
+        retry_interval: float = RETRY_INTERVAL,
+    ) -> None:
+        self.make_engine = make_engine
+        self.binds = binds
+        self.excluded_ports = excluded_ports
+        self.local_ports = local_ports
+        self.on_change = on_change
+        self.retry_interval = retry_interval
+        self.mirrors: dict[MirrorKey, MirrorState] = {}
+        self._remote: dict[tuple[Proto, int], set[str]] = {}
+        self._retry: asyncio.TimerHandle | None = None
+        self._retry_tasks: set[asyncio.Task[None]] = set()
+        self._lock = asyncio.Lock()
+        self._closed = False
+
+    def own_inodes(self) -> set[int]:
+        """Inodes of the mirrors' listening sockets: discovery leaves these out."""
+        inodes = set()
+        for mirror in self.mirrors.values():
+            if mirror.engine is not None:
+                try:
+                    inodes.add(mirror.engine.socket_inode)
+                except (OSError, AssertionError):
+                    pass
+        return inodes
+
+    def states(self) -> list[MirrorState]:
+        return [self.mirrors[key] for key in sorted(self.mirrors)]
+
+    async def set_remote(self, listeners: Iterable[tuple[Proto, str, int]]) -> None:
+        """Replace the other side's listeners with ``listeners`` and reconcile."""
+        remote: dict[tuple[Proto, int], set[str]] = {}
+        for proto, host, port in listeners:
+            if host in MIRRORABLE_HOSTS:
+                remote.setdefault((proto, port), set()).add(host)
+        self._remote = remote
+        await self.reconcile()
+
+    async def set_binds(self, binds: tuple[str, ...]) -> None:
+        if binds != self.binds:
+            self.binds = binds
+            await self.stop_all()
+            self._closed = False
+            await self.reconcile()
+
+    async def reconcile(self) -> None:
+        async with self._lock:
+            if self._closed:
+                return
+            wanted = {
+                MirrorKey(proto, port, bind): pick_remote_host(bind, hosts)
+                for (proto, port), hosts in self._remote.items()
+                for bind in self.binds
+            }
+            for key in [k for k in self.mirrors if k not in wanted]:
+                await self._remove(key)
+            for key, remote_host in sorted(wanted.items()):
+                mirror = self.mirrors.get(key)
+                if mirror is None:
+                    mirror = self.mirrors[key] = MirrorState(key, remote_host)
+                elif mirror.remote_host != remote_host and mirror.engine is not None:
+                    await self._stop_engine(mirror)
+                    mirror.remote_host = remote_host
+                if mirror.state != "active":
+                    await self._try_start(mirror)
+            self._schedule_retry()
+
+    async def _try_start(self, mirror: MirrorState) -> None:
+        key = mirror.key
+        if self.excluded_ports(key.port):
+            self._set(mirror, "excluded", f"port {key.port} is in the excluded ports setting")
+            return
+        if self.local_ports(key.proto, key.port):
+            self._set(mirror, "shadowed", f"a local program already listens on port {key.port}")
+            return
+        engine = self.make_engine(key.proto, Endpoint(key.bind, key.port), mirror.remote_host)
+        try:
+            await engine.start()
+        except ListenError as exc:
+            if exc.errno == errno.EADDRINUSE:
+                self._set(mirror, "conflict", str(exc))
+            elif exc.errno == errno.EACCES:
+                self._set(mirror, "privileged", str(exc))
+            else:
+                self._set(mirror, "error", str(exc))
+            return
+        mirror.engine = engine
+        self._set(mirror, "active", "")
+
+    def _set(self, mirror: MirrorState, state: str, reason: str) -> None:
+        if (mirror.state, mirror.reason) != (state, reason):
+            mirror.state, mirror.reason = state, reason
+            self.on_change(mirror)
+
+    async def _stop_engine(self, mirror: MirrorState) -> None:
+        if mirror.engine is not None:
+            engine, mirror.engine = mirror.engine, None
+            await engine.stop()
+
+    async def _remove(self, key: MirrorKey) -> None:
+        mirror = self.mirrors.pop(key)
+        await self._stop_engine(mirror)
+        mirror.state, mirror.reason = "removed", ""
+        self.on_change(mirror)
+
+    def _schedule_retry(self) -> None:
+        if self._retry is not None:
+            self._retry.cancel()
+            self._retry = None
+        if any(m.state != "active" for m in self.mirrors.values()) and not self._closed:
+            loop = asyncio.get_running_loop()
+
+            def retry() -> None:
+                task = loop.create_task(self.reconcile())
+                self._retry_tasks.add(task)
+                task.add_done_callback(self._retry_tasks.discard)
+
+            self._retry = loop.call_later(self.retry_interval, retry)
+
+    async def stop_all(self) -> None:
+        """Stop every mirror (connections in flight are reset); nothing is retried."""
+        async with self._lock:
+            self._closed = True
+            if self._retry is not None:
+                self._retry.cancel()
+                self._retry = None
+            for key in list(self.mirrors):
+                await self._remove(key)
+
+    async def close(self) -> None:
+        self._remote = {}
+        await self.stop_all()

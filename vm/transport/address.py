@@ -1,0 +1,104 @@
+"""Transport addresses: ``unix:PATH``, ``tcp:HOST:PORT`` and ``vsock:CID:PORT``."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import socket
+from dataclasses import dataclass
+from typing import Literal
+
+from proxy.addresses import AddressError, parse_endpoint
+
+Kind = Literal["unix", "tcp", "vsock"]
+_FORMS = "use unix:/path/agent.sock, tcp:HOST:PORT or vsock:CID:PORT"
+
+
+@dataclass(frozen=True)
+class TransportAddress:
+    kind: Kind
+    path: str = ""
+    host: str = ""
+    port: int = 0
+    cid: int = 0
+
+    @property
+    def passes_fds(self) -> bool:
+        """Both ends share a kernel, so connected sockets can be handed over."""
+        return self.kind == "unix"
+
+    def __str__(self) -> str:
+        if self.kind == "unix":
+            return f"unix:{self.path}"
+        if self.kind == "vsock":
+            return f"vsock:{self.cid}:{self.port}"
+        host = f"[{self.host}]" if ":" in self.host else self.host
+        return f"tcp:{host}:{self.port}"
+
+    def _socket(self) -> socket.socket:
+        if self.kind == "unix":
+            return socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        if self.kind == "vsock":
+            return socket.socket(socket.AF_VSOCK, socket.SOCK_STREAM)
+        family = socket.AF_INET6 if ":" in self.host else socket.AF_INET
+        return socket.socket(family, socket.SOCK_STREAM)
+
+    def _sockaddr(self) -> str | tuple[str, int] | tuple[int, int]:
+        if self.kind == "unix":
+            return self.path
+        if self.kind == "vsock":
+            return (self.cid, self.port)
+        return (self.host, self.port)
+
+    def listen(self, backlog: int = 512) -> socket.socket:
+        sock = self._socket()
+        try:
+            if self.kind == "unix":
+                with contextlib.suppress(FileNotFoundError):
+                    os.unlink(self.path)
+                old = os.umask(0o177)  # the socket file is 0600 from the start
+                try:
+                    sock.bind(self.path)
+                finally:
+                    os.umask(old)
+            else:
+                if self.kind == "tcp":
+                    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+                sock.bind(self._sockaddr())
+            sock.listen(backlog)
+            sock.setblocking(False)
+        except OSError as exc:
+            sock.close()
+            raise OSError(exc.errno, f"cannot listen on {self}: {exc.strerror}") from None
+        return sock
+
+    async def connect(self, timeout: float = 5.0) -> socket.socket:
+        loop = asyncio.get_running_loop()
+        sock = self._socket()
+        sock.setblocking(False)
+        try:
+            await asyncio.wait_for(loop.sock_connect(sock, self._sockaddr()), timeout)
+        except BaseException:
+            sock.close()
+            raise
+        if self.kind == "tcp":
+            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        return sock
+
+
+def parse_transport(text: str) -> TransportAddress:
+    kind, sep, rest = text.partition(":")
+    if not sep or not rest:
+        raise AddressError(f"bad transport address {text!r}: {_FORMS}")
+    if kind == "unix":
+        return TransportAddress("unix", path=rest)
+    if kind == "tcp":
+        endpoint = parse_endpoint(rest)
+        return TransportAddress("tcp", host=endpoint.host, port=endpoint.port)
+    if kind == "vsock":
+        cid_text, sep, port_text = rest.partition(":")
+        if not (sep and cid_text.isdigit() and port_text.isdigit()):
+            raise AddressError(f"bad vsock address {text!r}: {_FORMS}")
+        return TransportAddress("vsock", cid=int(cid_text), port=int(port_text))
+    raise AddressError(f"bad transport address {text!r}: unknown kind {kind!r}; {_FORMS}")

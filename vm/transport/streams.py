@@ -1,0 +1,80 @@
+"""Opening a stream to the other side, and attaching one that the other side asked for.
+
+Both return a socket that behaves like a connection to the final target: either the
+target socket itself, handed over by the other side (unix transport), or the stream
+connection, which the other side relays to the target.
+"""
+
+from __future__ import annotations
+
+import socket
+
+from proxy.wire import Attach, Error, ErrorCode, Open, OpenOk, Proto, ProtocolError, Role
+from vm.transport.address import TransportAddress
+from vm.transport.wire_socket import WireSocket, connect_wire
+
+
+class StreamRefused(ConnectionError):
+    """The other side refused to open the stream; ``code`` says why."""
+
+    def __init__(self, code: ErrorCode, message: str) -> None:
+        super().__init__(f"{code.name}: {message}")
+        self.code = code
+
+
+async def _expect_open_ok(wire: WireSocket) -> None:
+    try:
+        event = await wire.next_event()
+    except ProtocolError as exc:
+        raise StreamRefused(exc.code, exc.message) from None
+    if isinstance(event, Error):
+        raise StreamRefused(event.code, event.message)
+    if not isinstance(event, OpenOk):
+        raise StreamRefused(ErrorCode.WRONG_STATE, f"expected OpenOk, got {event}")
+
+
+def _detach(wire: WireSocket) -> socket.socket:
+    """The stream connection's socket, now carrying raw bytes."""
+    wire.sock.setblocking(False)
+    return wire.sock
+
+
+async def open_stream(
+    address: TransportAddress, secret: bytes, role: Role, proto: Proto, host: str, port: int
+) -> socket.socket:
+    """Ask the other side to connect ``proto host:port`` there; a socket to that target."""
+    wire = await connect_wire(await address.connect(), role, "stream", secret)
+    try:
+        await wire.send(Open(proto, host, port))
+        await _expect_open_ok(wire)
+        handed = wire.take_fd()
+    except BaseException:
+        wire.close()
+        raise
+    if handed is not None:
+        wire.close()
+        return handed
+    return _detach(wire)
+
+
+async def attach_stream(
+    address: TransportAddress, secret: bytes, role: Role, stream_id: int, target: socket.socket
+) -> socket.socket | None:
+    """Serve the other side's StreamRequest ``stream_id`` with ``target``, already connected.
+
+    On a unix transport ``target`` itself is handed over and None is returned (the caller
+    closes its copy). Otherwise the raw stream connection is returned, to be relayed to
+    ``target`` by the caller.
+    """
+    wire = await connect_wire(await address.connect(), role, "stream", secret)
+    try:
+        fds = (target.fileno(),) if address.passes_fds else ()
+        await wire.send(Attach(stream_id), fds)
+        await _expect_open_ok(wire)
+    except BaseException:
+        wire.close()
+        raise
+    if fds:
+        wire.close()
+        return None
+    return _detach(wire)
