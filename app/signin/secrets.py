@@ -77,7 +77,8 @@ def find_keyring() -> keyring.backend.KeyringBackend | None:
     def detect() -> keyring.backend.KeyringBackend:
         # keyring caches which backends were viable at first use; a keyring may have started
         # (or stopped) since, as in a long-running daemon, so look afresh every time.
-        keyring.backend.get_all_keyring.reset()
+        with contextlib.suppress(KeyError, AttributeError):  # nothing cached yet
+            keyring.backend.get_all_keyring.reset()
         keyring.core.init_backend()
         return keyring.get_keyring()
 
