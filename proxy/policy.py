@@ -177,7 +177,7 @@ def blockers(
                 ADMIN_FILE,
                 None,
                 where,
-                f"The admin settings file {where} is broken: {problem}",
+                f"The admin settings file {where} has a problem: {problem}",
                 f"Ask your administrator to fix {where}.",
             )
         )

@@ -30,7 +30,7 @@ from app.settings.schema import SettingSpec, resolve_key, specs
 from app.settings.validate import value_error
 
 SUPPORTED_VERSIONS = (1, 2)
-ADMIN_FIX = "Ask your administrator to fix {path}."
+ADMIN_FIX = "Host networking stays refused until it is fixed. Ask your administrator to fix {path}."
 
 
 @dataclass(frozen=True)
@@ -60,7 +60,7 @@ class AdminSettings:
 def _problem(path: Path, key: str | None, message: str) -> Problem:
     return Problem(
         key,
-        message + " Host networking stays refused until it is fixed.",
+        message,
         ADMIN_FIX.format(path=path),
         path,
     )
@@ -74,20 +74,16 @@ def read_admin_settings(path: Path) -> AdminSettings:
         return result
     except OSError as exc:
         result.exists = True
-        result.problems.append(
-            _problem(path, None, f"the admin settings file cannot be read ({exc.strerror}).")
-        )
+        result.problems.append(_problem(path, None, f"it cannot be read ({exc.strerror})."))
         return result
     result.exists = True
     try:
         raw = parse_json(data)
     except BadJson as exc:
-        result.problems.append(_problem(path, None, f"the admin settings file is broken: {exc}."))
+        result.problems.append(_problem(path, None, f"{exc}."))
         return result
     if not isinstance(raw, dict):
-        result.problems.append(
-            _problem(path, None, "the admin settings file does not hold a JSON object.")
-        )
+        result.problems.append(_problem(path, None, "it does not hold a JSON object."))
         return result
     version = raw.get("configurationFileVersion")
     if version not in SUPPORTED_VERSIONS or isinstance(version, bool):

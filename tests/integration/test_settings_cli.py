@@ -138,7 +138,8 @@ def test_problems_in_files_go_to_stderr(hostnet_home: Path) -> None:
     Path(os.environ["HOSTNET_ADMIN_SETTINGS"]).write_text("[1,")
     result = hostnet("settings", "get", "VmBackend")
     assert result.returncode == 0
-    assert "admin settings file is broken" in result.stderr
+    assert "not valid JSON" in result.stderr
+    assert "Ask your administrator to fix" in result.stderr
 
 
 def test_restart_note(hostnet_home: Path) -> None:

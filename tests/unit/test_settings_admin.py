@@ -84,6 +84,7 @@ def test_unreadable_file_refuses(tmp_path: Path) -> None:
     effective = store.load()
     assert effective.admin_problems
     assert "cannot be read" in effective.admin_problems[0].message
+    assert "Ask your administrator" in effective.admin_problems[0].fix
 
 
 @pytest.mark.parametrize(
