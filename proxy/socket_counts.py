@@ -23,7 +23,12 @@ _KEYS: Final = (b"TCP:", b"UDP:", b"TCP6:", b"UDP6:")
 
 
 class SocketCounts:
-    """Reads the TCP/UDP (IPv4 and IPv6) ``inuse`` counters of this network namespace."""
+    """Reads the per-namespace figures of /proc/net/sockstat and sockstat6.
+
+    Only figures the kernel keeps per network namespace are read: sockets used, TCP sockets in
+    TIME_WAIT, and ``inuse`` of TCP, UDP, TCP6 and UDP6. The others on those lines (orphan,
+    alloc, mem) are machine-wide and move with every other namespace's traffic.
+    """
 
     def __init__(self) -> None:
         self._fds: list[int] = []
@@ -34,16 +39,31 @@ class SocketCounts:
                 continue  # no IPv6 in this kernel: sockstat6 is absent
 
     def read(self) -> tuple[bytes, ...]:
-        """The ``inuse`` values as raw digits, in a tuple only meant to be compared."""
+        """(used, tw, TCP inuse, UDP inuse[, TCP6 inuse, UDP6 inuse]) as raw digits.
+
+        Only meant to be compared: ``inuse(read())`` moves when a listener comes or goes;
+        the whole tuple staying the same means the namespace saw no socket activity, short
+        of events cancelling out exactly.
+        """
+        used = tw = b""
         values: list[bytes] = []
         for fd in self._fds:
             for line in os.pread(fd, 4096, 0).split(b"\n"):
-                fields = line.split(b" ", 3)
+                fields = line.split(b" ")
                 if fields[0] in _KEYS and len(fields) > 2:
                     values.append(fields[2])
-        return tuple(values)
+                    if fields[0] == b"TCP:" and len(fields) > 6:
+                        tw = fields[6]
+                elif fields[0] == b"sockets:" and len(fields) > 2:
+                    used = fields[2]
+        return (used, tw, *values)
 
     def close(self) -> None:
         for fd in self._fds:
             os.close(fd)
         self._fds = []
+
+
+def inuse(counts: tuple[bytes, ...]) -> tuple[bytes, ...]:
+    """The ``inuse`` figures of a ``SocketCounts.read()`` tuple."""
+    return counts[2:]

@@ -127,7 +127,7 @@ def test_discovery_in_a_fresh_namespace_sees_only_that_namespace(netns: str) -> 
 
     # A fresh namespace has no other sockets: its counters start at zero and the snapshot is
     # exactly the namespace's own listeners, the excluded mirror and the host's left out.
-    assert report["counts_before"] == ["0", "0", "0", "0"]
+    assert report["counts_before"] == ["0"] * 6
     tcp_port, tcp_ino = report["tcp"]
     udp_port, udp_ino = report["udp"]
     assert report["seen"] == [
