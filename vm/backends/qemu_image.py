@@ -170,7 +170,7 @@ def bzimage_version(vmlinuz: Path) -> str:
     """The release string a bzImage carries in its setup header (e.g. ``6.1.0-28-amd64``)."""
     try:
         with vmlinuz.open("rb") as f:
-            head = f.read(0x4000)
+            head = f.read(0x10200)  # the version pointer is 16-bit, past 0x200
     except OSError as e:
         raise ImageBuildError(f"cannot read the kernel {vmlinuz}: {e.strerror}") from e
     if len(head) < 0x210 or head[0x202:0x206] != b"HdrS":
