@@ -49,7 +49,7 @@ class NetnsState:
     host_if: str = ""
 
 
-def _pid_alive(pid: int) -> bool:
+def pid_alive(pid: int) -> bool:
     if pid <= 0:
         return False
     try:
@@ -118,7 +118,7 @@ class NetnsVM:
 
     def is_up(self) -> bool:
         state = self.read_state()
-        return state is not None and _pid_alive(state.agent_pid)
+        return state is not None and pid_alive(state.agent_pid)
 
     def addresses(self) -> dict[str, str]:
         base = int(VETH_SPACE.network_address) + 4 * self._slot
@@ -134,7 +134,7 @@ class NetnsVM:
     def up(self) -> NetnsState:
         """Make the namespace and start the agent in it; reuse a VM whose agent still runs."""
         state = self.read_state()
-        if state is not None and _pid_alive(state.agent_pid):
+        if state is not None and pid_alive(state.agent_pid):
             return state
         self.clean_stale()
         self.secret()
@@ -252,7 +252,7 @@ class NetnsVM:
     def exec_command(self, command: list[str]) -> list[str]:
         """The command line that runs ``command`` inside the VM."""
         state = self.read_state()
-        if state is None or not _pid_alive(state.agent_pid):
+        if state is None or not pid_alive(state.agent_pid):
             raise VMError(
                 "the VM is not running: start it with `hostnet vm up` or `hostnet daemon`"
             )
@@ -272,11 +272,11 @@ class NetnsVM:
 
     def down(self) -> None:
         state = self.read_state()
-        if state is not None and _pid_alive(state.agent_pid):
+        if state is not None and pid_alive(state.agent_pid):
             with contextlib.suppress(ProcessLookupError):
                 os.kill(state.agent_pid, signal.SIGTERM)
             deadline = time.monotonic() + STOP_TIMEOUT
-            while _pid_alive(state.agent_pid) and time.monotonic() < deadline:
+            while pid_alive(state.agent_pid) and time.monotonic() < deadline:
                 time.sleep(0.01)
             with contextlib.suppress(ProcessLookupError):
                 os.kill(state.agent_pid, signal.SIGKILL)

@@ -11,6 +11,7 @@ module set, busybox) and kept under ``CACHE/images/<kernel version>-<key>/``.
 
 from __future__ import annotations
 
+import bz2
 import contextlib
 import fcntl
 import gzip
@@ -24,6 +25,7 @@ import shutil
 import struct
 import subprocess
 import tempfile
+import zlib
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -42,7 +44,7 @@ OPTIONAL_MODULES: tuple[str, ...] = (
 )
 DEBIAN_KERNEL_META = "linux-image-amd64"
 BUSYBOX_PACKAGE = "busybox-static"
-IMAGE_FORMAT = 1  # bump when the layout of the initramfs changes
+IMAGE_FORMAT = 2  # bump when the layout of the initramfs changes
 
 
 class ImageBuildError(Exception):
@@ -60,7 +62,11 @@ class KernelSource:
 
 @dataclass(frozen=True)
 class VMImage:
-    """A built boot image: what QEMU's ``-kernel`` and ``-initrd`` take."""
+    """A built boot image: what QEMU's ``-kernel`` and ``-initrd`` take.
+
+    ``kernel`` is the uncompressed ``vmlinux`` when the kernel has a PVH entry (faster to
+    boot), else the ``vmlinuz`` bzImage as given.
+    """
 
     kernel: Path
     initramfs: Path
@@ -181,6 +187,60 @@ def bzimage_version(vmlinuz: Path) -> str:
         raise ImageBuildError(f"{vmlinuz}: the kernel's setup header names no version")
     raw = head[start : head.index(b"\0", start)]
     return raw.decode("ascii", "replace").split()[0]
+
+
+def _decompress_payload(payload: bytes) -> bytes | None:
+    """The kernel's ELF image from a bzImage payload, for the compressions stdlib reads."""
+    try:
+        if payload.startswith(b"\x1f\x8b"):
+            return zlib.decompressobj(wbits=31).decompress(payload)
+        if payload.startswith(b"\xfd7zXZ\x00"):
+            return lzma.LZMADecompressor(lzma.FORMAT_XZ).decompress(payload)
+        if payload.startswith(b"\x5d\x00"):
+            return lzma.LZMADecompressor(lzma.FORMAT_ALONE).decompress(payload)
+        if payload.startswith(b"BZh"):
+            return bz2.BZ2Decompressor().decompress(payload)
+    except (lzma.LZMAError, OSError, zlib.error, EOFError):
+        return None
+    return None  # zstd, lz4, lzo: boot the bzImage itself
+
+
+def _has_pvh_entry(elf: bytes) -> bool:
+    """True when an ELF kernel carries the Xen PVH entry note (QEMU can boot it directly)."""
+    if elf[:4] != b"\x7fELF" or elf[4] != 2:
+        return False
+    (phoff,) = struct.unpack_from("<Q", elf, 0x20)
+    phentsize, phnum = struct.unpack_from("<HH", elf, 0x36)
+    for i in range(phnum):
+        p_type, _flags, p_offset, _va, _pa, p_filesz = struct.unpack_from(
+            "<IIQQQQ", elf, phoff + i * phentsize
+        )
+        if p_type != 4:  # PT_NOTE
+            continue
+        pos, end = p_offset, p_offset + p_filesz
+        while pos + 12 <= end:
+            namesz, descsz, note_type = struct.unpack_from("<III", elf, pos)
+            name = elf[pos + 12 : pos + 12 + namesz].rstrip(b"\0")
+            if name == b"Xen" and note_type == 18:  # XEN_ELFNOTE_PHYS32_ENTRY
+                return True
+            pos += 12 + ((namesz + 3) & ~3) + ((descsz + 3) & ~3)
+    return False
+
+
+def pvh_vmlinux(vmlinuz: Path) -> bytes | None:
+    """The uncompressed kernel of a bzImage, when QEMU can boot it by its PVH entry.
+
+    Under TCG that skips the firmware's real-mode setup and the emulated decompression of the
+    kernel: it halves the time to userspace (about 4.3 s of CPU down to 1.8 s here).
+    """
+    data = vmlinuz.read_bytes()
+    if len(data) < 0x250 or data[0x202:0x206] != b"HdrS":
+        return None
+    setup_sects = data[0x1F1] or 4
+    payload_offset, payload_length = struct.unpack_from("<II", data, 0x248)
+    start = (setup_sects + 1) * 512 + payload_offset
+    elf = _decompress_payload(data[start : start + payload_length])
+    return elf if elf is not None and _has_pvh_entry(elf) else None
 
 
 def user_kernel(vmlinuz: Path, modules_dir: Path | None) -> KernelSource:
@@ -472,7 +532,11 @@ def ensure_image(
         if not manifest.exists():
             partial = Path(tempfile.mkdtemp(prefix=".build-", dir=cache_dir))
             try:
-                shutil.copyfile(source.vmlinuz, partial / "vmlinuz")
+                elf = pvh_vmlinux(source.vmlinuz)
+                if elf is not None:
+                    (partial / "vmlinux").write_bytes(elf)
+                else:
+                    shutil.copyfile(source.vmlinuz, partial / "vmlinuz")
                 write_initramfs(partial / "initramfs.img", busybox, source.modules_dir, modules)
                 (partial / "image.json").write_text(
                     json.dumps(
@@ -481,6 +545,7 @@ def ensure_image(
                             "kernel_source": str(source.vmlinuz),
                             "modules": [module_name(m) for m in modules],
                             "busybox": str(busybox),
+                            "pvh": elf is not None,
                             "format": IMAGE_FORMAT,
                         },
                         indent=2,
@@ -491,8 +556,9 @@ def ensure_image(
                 partial.rename(directory)
             finally:
                 shutil.rmtree(partial, ignore_errors=True)
+        kernel_file = directory / "vmlinux"
         return VMImage(
-            kernel=directory / "vmlinuz",
+            kernel=kernel_file if kernel_file.exists() else directory / "vmlinuz",
             initramfs=directory / "initramfs.img",
             kernel_version=source.version,
             modules=tuple(module_name(m) for m in modules),
