@@ -292,7 +292,12 @@ def measure() -> tuple[dict[str, Any], str]:
     subprocess.run(["ip", "netns", "add", name], check=True)
     try:
         subprocess.run(["ip", "-n", name, "link", "set", "lo", "up"], check=True)
-        return _run_worker(["ip", "netns", "exec", name, *command]), "fresh namespace"
+        try:
+            return _run_worker(["ip", "netns", "exec", name, *command]), "fresh namespace"
+        except RuntimeError as exc:
+            if not Path("/run/netns", name).exists():
+                raise RuntimeError(f"{exc} (namespace {name} was deleted under it)") from exc
+            raise
     finally:
         subprocess.run(["ip", "netns", "del", name], check=False)
 
@@ -300,7 +305,9 @@ def measure() -> tuple[dict[str, Any], str]:
 def _run_worker(command: list[str]) -> dict[str, Any]:
     done = subprocess.run(command, cwd=REPO, capture_output=True, text=True, timeout=600)
     if done.returncode != 0:
-        raise RuntimeError(f"discovery bench worker failed: {done.stderr.strip()[-2000:]}")
+        raise RuntimeError(
+            f"discovery bench worker exited {done.returncode}: {done.stderr.strip()[-2000:]}"
+        )
     result: dict[str, Any] = json.loads(done.stdout.strip().splitlines()[-1])
     return result
 
