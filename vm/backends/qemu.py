@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import ctypes
 import logging
 import os
 import shlex
@@ -85,7 +86,8 @@ class QemuConfig:
     stop_grace: int = 5  # seconds the guest command gets between SIGTERM and power-off
     visible_paths: Sequence[Path] = field(default_factory=default_visible_paths)
     qemu_binary: str = "qemu-system-x86_64"
-    kvm_probe_timeout: float = 4.0
+    kvm_probe_timeout: float = 6.0
+    die_with_parent: bool = True  # SIGKILL QEMU if this process dies (no orphan VMs)
     extra_args: Sequence[str] = ()
 
 
@@ -101,7 +103,11 @@ class QemuExit:
 
     def describe(self) -> str:
         if self.returncode < 0:
-            status = f"killed by signal {signal.Signals(-self.returncode).name}"
+            try:
+                name = signal.Signals(-self.returncode).name
+            except ValueError:
+                name = str(-self.returncode)
+            status = f"killed by signal {name}"
         else:
             status = f"exit status {self.returncode}"
         lines = [f"QEMU {self.how} ({status})"]
@@ -123,6 +129,12 @@ def _tail(path: Path, lines: int = 20, max_bytes: int = 16384) -> str:
         return ""
     text = data.decode(errors="replace").replace("\r", "")
     return "\n".join(text.strip().splitlines()[-lines:])
+
+
+def _kill_me_with_parent() -> None:
+    """In the forked child: ask Linux to SIGKILL it when the parent dies (PR_SET_PDEATHSIG)."""
+    libc = ctypes.CDLL(None, use_errno=True)
+    libc.prctl(1, signal.SIGKILL, 0, 0, 0)
 
 
 def _is_under(path: Path, folder: Path) -> bool:
@@ -294,6 +306,7 @@ class QemuVM:
                     stdout=qemu_log,
                     stderr=qemu_log,
                     start_new_session=True,  # the daemon's Ctrl-C must not hit QEMU directly
+                    preexec_fn=_kill_me_with_parent if cfg.die_with_parent else None,
                 )
             except OSError as e:
                 raise QemuError(
