@@ -170,3 +170,52 @@ async def test_bad_kernel_is_a_clear_error(hostnet_home: Path, tmp_path: Path) -
     with pytest.raises(QemuError, match="not an x86 bzImage"):
         await vm.start()
     assert not vm.running
+
+
+OWNER_SCRIPT = """
+import asyncio, sys
+from pathlib import Path
+from vm.backends.qemu import QemuConfig, QemuVM
+
+async def main():
+    vm = QemuVM(QemuConfig(vm_dir=Path(sys.argv[1]), command=["sleep", "1000"],
+                           image_cache_dir=Path(sys.argv[2]), accel="tcg", boot_timeout=75))
+    await vm.start()
+    print(vm.pid, flush=True)
+    await asyncio.sleep(1000)
+
+asyncio.run(main())
+"""
+
+
+def _alive(pid: int) -> bool:
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except OSError:
+        return False
+    return state != "Z"
+
+
+@pytest.mark.timeout(150)
+async def test_qemu_dies_with_its_owner(tmp_path: Path, vm_image_cache: Path) -> None:
+    """A daemon that dies (SIGKILL, no cleanup) takes its VM with it: no orphan QEMU."""
+    owner = await asyncio.create_subprocess_exec(
+        sys.executable,
+        "-c",
+        OWNER_SCRIPT,
+        str(tmp_path / "qemu"),
+        str(vm_image_cache),
+        stdout=asyncio.subprocess.PIPE,
+        cwd=str(REPO),
+    )
+    assert owner.stdout is not None
+    try:
+        qemu_pid = int(await asyncio.wait_for(owner.stdout.readline(), 100))
+        assert _alive(qemu_pid)
+    finally:
+        owner.kill()
+        await owner.wait()
+    deadline = time.monotonic() + 10
+    while _alive(qemu_pid) and time.monotonic() < deadline:
+        await asyncio.sleep(0.1)
+    assert not _alive(qemu_pid)
