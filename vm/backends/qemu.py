@@ -225,6 +225,7 @@ class QemuVM:
             "HOME": "/root",
             "LANG": "C.UTF-8",
             "TERM": "linux",
+            "PYTHONDONTWRITEBYTECODE": "1",  # the root is read-only
             "HOSTNET_VM_DIR": str(self.share_dir),
             "HOSTNET_VIRTIO_PORT": cfg.serial_port_name,
             **cfg.env,

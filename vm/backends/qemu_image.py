@@ -483,6 +483,15 @@ def _image_key(kernel: KernelSource, busybox: Path, modules: Sequence[str]) -> s
     return h.hexdigest()[:12]
 
 
+def _prune_images(current: Path) -> None:
+    """Drop older builds for the same kernel (QEMU reads its files only when it starts)."""
+    version = current.name.rsplit("-", 1)[0]
+    for other in current.parent.glob(f"{version}-*"):
+        same_kernel = other.name.rsplit("-", 1)[0] == version
+        if other != current and same_kernel and (other / "image.json").exists():
+            shutil.rmtree(other, ignore_errors=True)
+
+
 @contextlib.contextmanager
 def _locked(cache_dir: Path) -> Iterator[None]:
     """One builder at a time per cache (the daemon, a CLI and tests may race)."""
@@ -554,6 +563,7 @@ def ensure_image(
                 directory.parent.mkdir(parents=True, exist_ok=True)
                 shutil.rmtree(directory, ignore_errors=True)
                 partial.rename(directory)
+                _prune_images(directory)
             finally:
                 shutil.rmtree(partial, ignore_errors=True)
         kernel_file = directory / "vmlinux"
