@@ -19,7 +19,7 @@ from proxy.addresses import Endpoint
 from proxy.counters import ForwardCounters
 from proxy.relay_result import Outcome
 from proxy.tcp_copy import CopyPair
-from proxy.tcp_splice import SplicePair, abort
+from proxy.tcp_splice import SplicePair, abort, release_idle_pipes
 
 Connector = Callable[[tuple[str, int]], Awaitable[socket.socket]]
 """Given the client's address, returns a connected, non-blocking upstream socket."""
@@ -203,6 +203,7 @@ class TcpForwarder:
             pair.cancel()
         if self._tasks:
             await asyncio.gather(*self._tasks, return_exceptions=True)
+        release_idle_pipes()
 
     def _on_acceptable(self) -> None:
         assert self._sock is not None and self._loop is not None
