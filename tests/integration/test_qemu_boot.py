@@ -144,10 +144,22 @@ async def test_killed_qemu_is_reported(hostnet_home: Path, vm_image_cache: Path)
 
 
 @pytest.mark.timeout(150)
-async def test_guest_command_exit_powers_off(hostnet_home: Path, vm_image_cache: Path) -> None:
-    """When the guest command ends by itself, the VM powers off and says with what status."""
+async def test_guest_command_exit_powers_off(
+    hostnet_home: Path, vm_image_cache: Path, tmp_path: Path
+) -> None:
+    """When the guest command ends by itself, the VM powers off and says with what status.
+
+    The command reads a file from a host folder under /tmp, which the guest's own tmpfs /tmp
+    would hide unless it is kept visible (as a repo cloned under /tmp must be).
+    """
+    kept = tmp_path / "kept"
+    kept.mkdir()
+    (kept / "note.txt").write_text("kept-visible\n")
     vm = make_vm(
-        hostnet_home, vm_image_cache, ["sh", "-c", "echo bye from $HOSTNET_VM_DIR; exit 3"]
+        hostnet_home,
+        vm_image_cache,
+        ["sh", "-c", f"cat {kept}/note.txt; echo bye from $HOSTNET_VM_DIR; exit 3"],
+        visible_paths=[kept],
     )
     await vm.start()
     try:
@@ -160,6 +172,7 @@ async def test_guest_command_exit_powers_off(hostnet_home: Path, vm_image_cache:
     assert ended.how == "powered off: the guest command exited"
     assert f"{EXIT_MARKER} 3" in ended.console_tail
     assert f"bye from {vm.share_dir}" in ended.console_tail
+    assert "kept-visible" in ended.console_tail
 
 
 async def test_bad_kernel_is_a_clear_error(hostnet_home: Path, tmp_path: Path) -> None:
