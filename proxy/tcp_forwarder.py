@@ -13,32 +13,15 @@ import os
 import socket
 import sys
 from collections.abc import Awaitable, Callable
-from typing import Any, Protocol
+from typing import Any
 
 from proxy.addresses import Endpoint
 from proxy.counters import ForwardCounters
-from proxy.relay_result import Outcome
 from proxy.tcp_copy import CopyPair
 from proxy.tcp_splice import SplicePair, abort, release_idle_pipes
 
 Connector = Callable[[tuple[str, int]], Awaitable[socket.socket]]
 """Given the client's address, returns a connected, non-blocking upstream socket."""
-
-
-class RelayPair(Protocol):
-    """Both directions of one relayed connection (SplicePair, CopyPair, PooledSplicePair)."""
-
-    def start(self) -> None: ...
-
-    async def wait(self) -> Outcome: ...
-
-    def cancel(self) -> None: ...
-
-
-PairFactory = Callable[
-    [socket.socket, socket.socket, Callable[[int], None], Callable[[int], None]], RelayPair
-]
-"""Makes a pair from (client, upstream, count bytes in, count bytes out)."""
 
 SPLICE_AVAILABLE = sys.platform == "linux" and hasattr(os, "splice")
 CONNECT_TIMEOUT = 10.0
@@ -158,18 +141,15 @@ class TcpForwarder:
         use_splice: bool = SPLICE_AVAILABLE,
         backlog: int = 1024,
         sock: socket.socket | None = None,
-        pair_factory: PairFactory | None = None,
     ) -> None:
-        """``pair_factory``, when given, replaces the choice between splice and copy."""
         self.listen = listen
         self.connector = connector
         self.use_splice = use_splice
         self.backlog = backlog
-        self.pair_factory = pair_factory
         self.counters = ForwardCounters()
         self._sock = sock
         self._loop: asyncio.AbstractEventLoop | None = None
-        self._pairs: set[RelayPair] = set()
+        self._pairs: set[SplicePair | CopyPair] = set()
         self._tasks: set[asyncio.Task[None]] = set()
 
     @property
@@ -250,15 +230,13 @@ class TcpForwarder:
         finally:
             counters.connections_open -= 1
 
-    def _make_pair(self, client: socket.socket, upstream: socket.socket) -> RelayPair:
+    def _make_pair(self, client: socket.socket, upstream: socket.socket) -> SplicePair | CopyPair:
         def count_in(n: int) -> None:
             self.counters.bytes_in += n
 
         def count_out(n: int) -> None:
             self.counters.bytes_out += n
 
-        if self.pair_factory is not None:
-            return self.pair_factory(client, upstream, count_in, count_out)
         if self.use_splice:
             return SplicePair(client, upstream, count_in, count_out)
         return CopyPair(client, upstream, count_in, count_out)

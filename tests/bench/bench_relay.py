@@ -3,9 +3,10 @@
 - TCP bulk, 1 and 4 streams (iperf3): Gbit/s, and the relay's CPU.
 - Connection rate: connect, 1 byte each way, close, 32 in flight: connections/s, p99 ms.
 - UDP at 30,000 datagrams/s of 1,200 bytes (iperf3 -u): loss %, and the relay's CPU.
-- The engine's two TCP variants against each other: splice driven by the event loop
-  (``hostnet``, what ``hostnet forward`` runs) and blocking splices on a worker pool
-  (``hostnet-pool``), for bulk and for many short connections.
+
+The event-loop splice was measured against blocking splices on a worker pool (one thread
+per direction, commit 593913b): equal for bulk, about half the connection rate with 4x the
+p99 for short connections, so the pool was dropped again.
 
 The machine the figures come from matters: with 2 cores, the load generator, the server
 and the relay share them, so a relay figure also pays for its neighbours' CPU.
@@ -32,7 +33,6 @@ Relay = Callable[[int, int], list[str]]
 TCP_RELAYS: dict[str, Relay] = {
     "socat": tools.socat_tcp,
     "hostnet": tools.hostnet_forward,
-    "hostnet-pool": lambda listen, target: tools.relay_variant(listen, target, "pool"),
 }
 """Relays measured next to ``direct`` (no relay) for TCP: name -> argv(listen, target)."""
 
@@ -110,8 +110,6 @@ def tcp_bulk(iperf_port: int) -> list[dict[str, Any]]:
             [
                 ("hostnet", "direct", ">= 0.85 x direct", lambda r: r >= 0.85),
                 ("hostnet", "socat", ">= 3 x socat", lambda r: r >= 3),
-                ("hostnet-pool", "hostnet", None, None),
-                ("hostnet", "hostnet-pool", None, None),
             ],
         )
     rows += compare(
@@ -119,7 +117,7 @@ def tcp_bulk(iperf_port: int) -> list[dict[str, Any]]:
         "% of a core",
         runs[1],
         "cpu",
-        [("hostnet", "socat", None, None), ("hostnet-pool", "hostnet", None, None)],
+        [("hostnet", "socat", None, None)],
     )
     return rows
 
@@ -141,8 +139,6 @@ def connection_rate(server_port: int) -> list[dict[str, Any]]:
         [
             ("hostnet", "direct", ">= 0.4 x direct", lambda r: r >= 0.4),
             ("hostnet", "socat", ">= 2 x socat", lambda r: r >= 2),
-            ("hostnet-pool", "hostnet", None, None),
-            ("hostnet", "hostnet-pool", None, None),
         ],
     )
     rows += compare(
@@ -153,7 +149,6 @@ def connection_rate(server_port: int) -> list[dict[str, Any]]:
         [
             ("hostnet", "direct", None, None),
             ("hostnet", "socat", None, None),
-            ("hostnet-pool", "hostnet", None, None),
         ],
     )
     return rows

@@ -266,9 +266,3 @@ def connection_rate(
         raise BenchError(f"connection-rate client failed: {done.stderr.strip()[-1000:]}")
     result: dict[str, float] = json.loads(done.stdout)
     return result
-
-
-def relay_variant(listen: int, target: int, pairs: str) -> list[str]:
-    """The TCP relay with the ``loop`` or ``pool`` splice (:mod:`tests.bench.relay_process`)."""
-    argv = [PYTHON, "-m", "tests.bench.relay_process", "--listen", str(listen)]
-    return [*argv, "--to", str(target), "--pairs", pairs]
