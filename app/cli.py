@@ -48,7 +48,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.command is None:
         from app.commands.gui import run_gui
 
-        return run_gui()
+        return int(run_gui())
     try:
         status = int(args.func(args))
     except KeyboardInterrupt:

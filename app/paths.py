@@ -47,7 +47,13 @@ class Paths:
 
     def ensure(self) -> None:
         """Create every folder, private to the user (0700)."""
-        for folder in (self.config_dir, self.state_dir, self.runtime_dir, self.log_dir, self.vm_dir):
+        for folder in (
+            self.config_dir,
+            self.state_dir,
+            self.runtime_dir,
+            self.log_dir,
+            self.vm_dir,
+        ):
             folder.mkdir(parents=True, exist_ok=True, mode=0o700)
 
 

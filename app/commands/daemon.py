@@ -7,6 +7,7 @@ import asyncio
 import logging
 import signal
 import sys
+from typing import Any
 
 from app.control_client import ControlClient, ControlError, DaemonUnavailable
 from app.daemon.control_api import serve
@@ -38,6 +39,8 @@ def run_daemon(args: argparse.Namespace) -> int:
             return 1
         return 0
     paths.ensure()
+    paths.daemon_log.touch(mode=0o600)
+    paths.daemon_log.chmod(0o600)
     logging.basicConfig(
         level=logging.DEBUG if args.verbose else logging.INFO,
         format="%(asctime)s daemon %(levelname)s %(name)s: %(message)s",
@@ -59,6 +62,24 @@ def run_daemon(args: argparse.Namespace) -> int:
         daemon.release_lock()
 
 
+def dump_tasks() -> None:
+    """SIGUSR1: write every asyncio task and where it waits to the log, to see a stall."""
+    log = logging.getLogger("hostnet.tasks")
+    for task in asyncio.all_tasks():
+        lines = [repr(task)]
+        awaitable: Any = task.get_coro()
+        while awaitable is not None:
+            frame = getattr(awaitable, "cr_frame", None) or getattr(awaitable, "gi_frame", None)
+            if frame is not None:
+                lines.append(
+                    f"  {frame.f_code.co_filename}:{frame.f_lineno} {frame.f_code.co_name}"
+                )
+            awaitable = getattr(awaitable, "cr_await", None) or getattr(
+                awaitable, "gi_yieldfrom", None
+            )
+        log.warning("\n".join(lines))
+
+
 async def _main(daemon: Daemon) -> int:
     decision = await daemon.load()
     assert daemon.effective is not None
@@ -69,8 +90,14 @@ async def _main(daemon: Daemon) -> int:
         return 1
     runner = await serve(daemon, daemon.paths.control_socket)
     loop = asyncio.get_running_loop()
+
+    def stop_on(sig: signal.Signals) -> None:
+        logging.getLogger(__name__).info("%s received: stopping", sig.name)
+        daemon.stopping.set()
+
     for sig in (signal.SIGINT, signal.SIGTERM):
-        loop.add_signal_handler(sig, daemon.stopping.set)
+        loop.add_signal_handler(sig, stop_on, sig)
+    loop.add_signal_handler(signal.SIGUSR1, dump_tasks)
     try:
         await daemon.start()
         print(

@@ -35,7 +35,7 @@ def run_up(args: argparse.Namespace) -> int:
     if args.backend == "qemu":
         from app.commands.vm_qemu import run_qemu_up
 
-        return run_qemu_up(args)
+        return int(run_qemu_up(args))
     try:
         state = _netns().up()
     except VMError as exc:

@@ -63,6 +63,7 @@ class AgentLink:
         self._ids = itertools.count(1)
         self._responses: dict[int, asyncio.Future[Response]] = {}
         self._task: asyncio.Task[None] | None = None
+        self._stopping = False
 
     @property
     def connected(self) -> bool:
@@ -72,10 +73,18 @@ class AgentLink:
         self._task = asyncio.get_running_loop().create_task(self._run())
 
     async def stop(self) -> None:
-        if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
+        self._stopping = True
+        task = self._task
+        if task is not None:
+            # Cancel until it ends: a cancellation can be lost in a race with a connect that
+            # finishes at the same moment, and a stop must not hang on that.
+            while not task.done():
+                task.cancel()
+                if self.wire is not None:
+                    self.wire.close()
+                await asyncio.wait([task], timeout=0.5)
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                task.result()
         if self.wire is not None:
             self.wire.close()
             self.wire = None
@@ -87,7 +96,7 @@ class AgentLink:
 
     async def _run(self) -> None:
         delay = FIRST_RETRY
-        while True:
+        while not self._stopping:
             try:
                 sock = await self.address.connect()
                 wire = await connect_wire(sock, "daemon", "control", self.secret)
@@ -161,6 +170,7 @@ class AgentLink:
         self._responses[request_id] = future
         await wire.send(Request(request_id, method, params or {}))
         try:
-            return await asyncio.wait_for(future, REQUEST_TIMEOUT)
+            async with asyncio.timeout(REQUEST_TIMEOUT):
+                return await future
         finally:
             self._responses.pop(request_id, None)

@@ -16,6 +16,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+import logging
 import os
 from pathlib import Path
 from typing import Any
@@ -93,6 +94,7 @@ async def post_restart(request: web.Request) -> web.Response:
 
 
 async def post_shutdown(request: web.Request) -> web.Response:
+    logging.getLogger(__name__).info("shutdown asked through the control API")
     request.app[DAEMON_KEY].stopping.set()
     return web.json_response({"stopping": True})
 
@@ -113,7 +115,8 @@ async def get_events(request: web.Request) -> web.StreamResponse:
             await response.write(_sse({"type": kind, "data": data}))
         while True:
             try:
-                event = await asyncio.wait_for(queue.get(), 15)
+                async with asyncio.timeout(15):
+                    event = await queue.get()
             except TimeoutError:
                 await response.write(b": keep-alive\n\n")
                 continue

@@ -80,5 +80,6 @@ def make_backend(name: str, options: dict[str, Any], vm_dir: Path) -> Backend:
     if name == "qemu":
         from vm.backends.qemu_daemon import QemuBackend
 
-        return QemuBackend(vm_dir, options)
+        backend: Backend = QemuBackend(vm_dir, options)
+        return backend
     raise VMError(f"unknown VM backend {name!r}: use netns, qemu or attach")

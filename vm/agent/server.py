@@ -251,7 +251,8 @@ class Agent:
         stream_id, future = self.pending.new()
         try:
             await wire.send(StreamRequest(stream_id, proto, host, port))
-            sock = await asyncio.wait_for(future, STREAM_REQUEST_TIMEOUT)
+            async with asyncio.timeout(STREAM_REQUEST_TIMEOUT):
+                sock = await future
         except (ProtocolError, OSError, TimeoutError) as exc:
             raise TargetError(ErrorCode.TIMEOUT, f"stream to host {proto} {port}: {exc}") from None
         finally:

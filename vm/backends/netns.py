@@ -143,32 +143,12 @@ class NetnsVM:
         return self._up_root()
 
     def _up_root(self) -> NetnsState:
-        from pyroute2 import IPRoute, NetNS, netns
-
         addrs = self.addresses()
-        try:
-            netns.create(self.name)
-            with IPRoute() as ipr:
-                ipr.link(
-                    "add",
-                    ifname=self.host_if,
-                    kind="veth",
-                    peer={"ifname": self.vm_if, "net_ns_fd": self.name},
-                )
-                index = ipr.link_lookup(ifname=self.host_if)[0]
-                ipr.addr("add", index=index, address=addrs["host_ip"], prefixlen=30)
-                ipr.addr("add", index=index, address=addrs["host_ip6"], prefixlen=64, nodad=True)
-                ipr.link("set", index=index, state="up")
-            with NetNS(self.name) as ns:
-                lo = ns.link_lookup(ifname="lo")[0]
-                ns.link("set", index=lo, state="up")
-                index = ns.link_lookup(ifname=self.vm_if)[0]
-                ns.addr("add", index=index, address=addrs["vm_ip"], prefixlen=30)
-                ns.addr("add", index=index, address=addrs["vm_ip6"], prefixlen=64, nodad=True)
-                ns.link("set", index=index, state="up")
-        except Exception as exc:
+        options = [f"--{key.replace('_', '-')}={value}" for key, value in addrs.items()]
+        result = self._setup("create", self.name, self.host_if, self.vm_if, *options)
+        if result.returncode != 0:
             self._remove_namespace()
-            raise VMError(f"cannot create network namespace {self.name}: {exc}") from exc
+            raise VMError(f"cannot create network namespace {self.name}: {result.stderr.strip()}")
         command = ["ip", "netns", "exec", self.name, *self._agent_command()]
         pid = self._start_agent(command)
         state = NetnsState(self.name, False, pid, host_if=self.host_if, **addrs)
@@ -305,7 +285,14 @@ class NetnsVM:
     def _remove_namespace(self) -> None:
         if self.rootless or not self._namespace_exists():
             return
-        from pyroute2 import netns
+        self._setup("remove", self.name)
 
-        with contextlib.suppress(OSError):
-            netns.remove(self.name)
+    @staticmethod
+    def _setup(*args: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            [sys.executable, "-m", "vm.backends.netns_setup", *args],
+            capture_output=True,
+            text=True,
+            check=False,
+            timeout=30,
+        )

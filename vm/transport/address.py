@@ -78,7 +78,8 @@ class TransportAddress:
         sock = self._socket()
         sock.setblocking(False)
         try:
-            await asyncio.wait_for(loop.sock_connect(sock, self._sockaddr()), timeout)
+            async with asyncio.timeout(timeout):
+                await loop.sock_connect(sock, self._sockaddr())
         except BaseException:
             sock.close()
             raise

@@ -56,7 +56,8 @@ async def connect_target(proto: Proto, host: str, port: int) -> socket.socket:
     sock = socket.socket(target.family, socket.SOCK_STREAM)
     sock.setblocking(False)
     try:
-        await asyncio.wait_for(loop.sock_connect(sock, target.sockaddr), CONNECT_TIMEOUT)
+        async with asyncio.timeout(CONNECT_TIMEOUT):
+            await loop.sock_connect(sock, target.sockaddr)
     except TimeoutError:
         sock.close()
         raise TargetError(ErrorCode.TIMEOUT, f"tcp {target} did not answer in time") from None

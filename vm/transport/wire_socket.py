@@ -171,7 +171,8 @@ class WireSocket:
     async def handshake(self, timeout: float = HANDSHAKE_TIMEOUT) -> Ready:
         assert self.connection is not None
         await self.write(self.connection.initiate())
-        return await asyncio.wait_for(self._until_ready(), timeout)
+        async with asyncio.timeout(timeout):
+            return await self._until_ready()
 
     async def _until_ready(self) -> Ready:
         event = await self.next_event()
@@ -197,7 +198,8 @@ async def accept_wire(sock: socket.socket, role: Role, secret: bytes) -> WireSoc
     """Authenticate an accepted socket; its purpose comes from the peer's Hello."""
     wire = WireSocket(sock)
     try:
-        frame = await asyncio.wait_for(wire.read_frame(), HANDSHAKE_TIMEOUT)
+        async with asyncio.timeout(HANDSHAKE_TIMEOUT):
+            frame = await wire.read_frame()
         if len(frame) < FRAME_HEADER_BYTES:
             raise ProtocolError(ErrorCode.PEER_CLOSED, "the peer closed before its Hello")
         kind, length = parse_header(frame[:FRAME_HEADER_BYTES])
