@@ -7,6 +7,7 @@ otherwise the platform's user directories, from platformdirs.
 from __future__ import annotations
 
 import os
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -68,7 +69,11 @@ def user_paths() -> Paths:
             log_dir=root / "log",
         )
     dirs = platformdirs.PlatformDirs(APP_NAME, appauthor=False)
-    runtime = Path(dirs.user_runtime_dir)
+    with warnings.catch_warnings():
+        # Without XDG_RUNTIME_DIR (a root shell, a container) platformdirs warns and falls
+        # back to /tmp/runtime-$UID, which is what we want anyway.
+        warnings.simplefilter("ignore")
+        runtime = Path(dirs.user_runtime_dir)
     return Paths(
         config_dir=Path(dirs.user_config_dir),
         state_dir=Path(dirs.user_state_dir),

@@ -47,6 +47,7 @@ def run_status(args: argparse.Namespace) -> int:
     print(f"  VM: {vm['backend']} {vm['state']} {vm['detail']}".rstrip())
     print(f"  agent: {agent['state']} {agent['detail']}".rstrip())
     print(f"  signed in: {'yes' if status['signed_in'] else 'no'}")
+    print(f"  control API: {user_paths().control_socket}")
     if status["restart_pending"]:
         print("  a changed setting needs a restart: `hostnet daemon --stop` then start it again")
     for problem in status["problems"]:
