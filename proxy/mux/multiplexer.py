@@ -238,6 +238,8 @@ class Multiplexer:
         out = bytearray()
         while self._control and (not out or len(out) + len(self._control[0]) <= budget):
             out += self._control.popleft()
+        if self._control:
+            return bytes(out)  # an OPEN still queued must go before its stream's DATA or END
         peer_ready = self.peer_initial_window is not None
         while self._ready and len(out) < budget:
             stream = self._ready.popleft()

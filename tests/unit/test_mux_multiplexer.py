@@ -270,3 +270,16 @@ def test_window_grant_is_not_sent_after_peer_end() -> None:
     _, seen = pump(daemon, agent)
     ack_all(agent, seen)
     assert agent.data_to_send() == b""  # nothing more will come: no credit needed
+
+
+def test_small_pulls_never_send_stream_frames_before_the_open() -> None:
+    """Found by the long fuzz run: a pull too small for the OPEN let the END overtake it."""
+    daemon, agent = Multiplexer("daemon"), Multiplexer("agent")
+    sid = daemon.open_stream()
+    daemon.end_stream(sid)
+    seen: list[MuxEvent] = []
+    agent.receive_data(daemon.data_to_send(20))  # SETTINGS (19 bytes) only
+    daemon.receive_data(agent.data_to_send())
+    while out := daemon.data_to_send(10):
+        seen += agent.receive_data(out)
+    assert seen == [StreamOpened(sid, b""), StreamEnded(sid)]
