@@ -46,6 +46,9 @@ from proxy.mux.frames import (
 from proxy.mux.stream_state import StreamState
 from proxy.wire.messages import ROLES, Role
 
+MAX_UNSENT_ANSWERS = 4096
+"""PONGs and stream refusals queued but not yet written; a peer that makes more is flooding."""
+
 
 class MuxState(enum.Enum):
     OPEN = "OPEN"  # streams may be opened both ways
@@ -92,6 +95,7 @@ class Multiplexer:
         self._control: collections.deque[bytes] = collections.deque()
         self._ready: collections.deque[StreamState] = collections.deque()
         self._in = bytearray()
+        self._unsent_answers = 0
         self._grant_threshold = max(1, initial_window // 4)
         self._control.append(
             frame(
@@ -239,7 +243,8 @@ class Multiplexer:
         while self._control and (not out or len(out) + len(self._control[0]) <= budget):
             out += self._control.popleft()
         if self._control:
-            return bytes(out)  # an OPEN still queued must go before its stream's DATA or END
+            return bytes(out)
+        self._unsent_answers = 0  # an OPEN still queued must go before its stream's DATA or END
         peer_ready = self.peer_initial_window is not None
         while self._ready and len(out) < budget:
             stream = self._ready.popleft()
@@ -373,7 +378,7 @@ class Multiplexer:
         if kind is FrameType.SETTINGS:
             self._on_settings(payload)
         elif kind is FrameType.PING:
-            self._control.append(frame(FrameType.PONG, 0, payload))
+            self._answer(frame(FrameType.PONG, 0, payload))
         elif kind is FrameType.PONG:
             events.append(PingAcknowledged(payload))
         elif kind is FrameType.GOAWAY:
@@ -384,6 +389,16 @@ class Multiplexer:
             stream = self._known_stream(stream_id, kind)
             if stream is not None:
                 self._on_stream_frame(kind, stream, payload, events)
+
+    def _answer(self, answer: bytes) -> None:
+        self._unsent_answers += 1
+        if self._unsent_answers > MAX_UNSENT_ANSWERS:
+            _protocol(
+                MuxErrorCode.PROTOCOL,
+                f"the peer sent more than {MAX_UNSENT_ANSWERS} PINGs or refused OPENs "
+                "faster than they could be answered",
+            )
+        self._control.append(answer)
 
     def _on_settings(self, payload: bytes) -> None:
         if self.peer_initial_window is not None:
@@ -437,9 +452,7 @@ class Multiplexer:
             or len(self._streams) >= self.max_streams
             or committed > self.max_receive_buffer
         ):
-            self._control.append(
-                frame(FrameType.RESET, stream_id, u32(MuxErrorCode.REFUSED_STREAM))
-            )
+            self._answer(frame(FrameType.RESET, stream_id, u32(MuxErrorCode.REFUSED_STREAM)))
             return
         assert self.peer_initial_window is not None
         self._streams[stream_id] = StreamState(

@@ -110,3 +110,25 @@ def test_events_before_an_error_are_kept_on_the_exception() -> None:
     with pytest.raises(MuxProtocolError) as caught:
         agent.receive_data(SETTINGS + frame(FrameType.OPEN, 1, b"h") + b"\xff" + b"\0" * 8)
     assert caught.value.events == [StreamOpened(1, b"h")]
+
+
+def test_ping_flood_without_reading_answers_is_refused() -> None:
+    agent = Multiplexer("agent")
+    agent.receive_data(SETTINGS)
+    ping = frame(FrameType.PING, 0, b"12345678")
+    agent.receive_data(ping * 4000)
+    agent.data_to_send()  # the answers went out: the count starts again
+    agent.receive_data(ping * 4000)
+    with pytest.raises(MuxProtocolError) as caught:
+        agent.receive_data(ping * 100)
+    assert "faster than they could be answered" in caught.value.message
+
+
+def test_refused_open_flood_is_refused() -> None:
+    agent = Multiplexer("agent", max_streams=1)
+    agent.receive_data(SETTINGS)
+    opens = b"".join(frame(FrameType.OPEN, 2 * i + 1) for i in range(5000))
+    with pytest.raises(MuxProtocolError) as caught:
+        agent.receive_data(opens)
+    assert caught.value.code is MuxErrorCode.PROTOCOL
+    assert len(caught.value.events) == 1  # the first OPEN was accepted
