@@ -13,7 +13,13 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from app.paths import Paths
-from app.settings import SettingsStore, read_admin_settings, read_user_settings, specs
+from app.settings import (
+    SettingsStore,
+    current_version,
+    read_admin_settings,
+    read_user_settings,
+    specs,
+)
 from app.settings.validate import value_error
 
 json_leaf = st.one_of(
@@ -53,6 +59,9 @@ SETTINGS = settings(
 def test_any_json_object(tmp_path: Path, document: dict[str, Any]) -> None:
     store = make_store(fresh_dir(tmp_path, "doc"))
     store.user_file.parent.mkdir(parents=True)
+    # At the current version no migration applies, so every bad value must be reported;
+    # older versions' spellings and shapes are covered in test_settings_migrate.
+    document = {**document, "SettingsVersion": current_version()}
     store.user_file.write_text(json.dumps(document))
     effective = store.load()
     problem_keys = {p.key for p in effective.problems}
