@@ -30,7 +30,7 @@ from proxy.mux import (
 )
 from proxy.mux.frames import FrameType, frame, u32
 
-FAST_EXAMPLES = 300
+FAST_EXAMPLES = 200
 LONG_EXAMPLES = int(os.environ.get("HOSTNET_FUZZ_EXAMPLES", "1000000"))
 WINDOW = 16 * 1024  # the smallest window, so fuzzed sessions hit flow control quickly
 
