@@ -1,0 +1,189 @@
+"""The GUI's view of the daemon: status, ports and settings kept current from the event
+stream, and control API calls made on the worker pool. Only the UI thread touches it."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+from PySide6.QtCore import QObject, QTimer, Signal
+
+from app.control_client import ControlClient
+from app.gui.event_stream import EventStream
+from app.gui.workers import Workers
+from app.paths import Paths
+from app.signin.session import Session
+from app.signin.state import current_session
+
+COUNTERS_INTERVAL_MS = 2000
+
+PortKey = tuple[str, str, int, str, str]
+
+
+def port_key(entry: dict[str, Any]) -> PortKey:
+    return (
+        str(entry.get("direction", "")),
+        str(entry.get("proto", "")),
+        int(entry.get("port", 0)),
+        str(entry.get("host_address", "")),
+        str(entry.get("vm_address", "")),
+    )
+
+
+class DaemonLink(QObject):
+    """Signals: ``status_changed``, ``ports_changed``, ``settings_changed``,
+    ``connection_changed(connected, message)`` and ``session_changed``."""
+
+    status_changed = Signal(dict)
+    ports_changed = Signal(list)
+    settings_changed = Signal(dict)
+    connection_changed = Signal(bool, str)
+    session_changed = Signal(object)
+
+    def __init__(self, paths: Paths, workers: Workers, parent: QObject | None = None) -> None:
+        super().__init__(parent)
+        self.paths = paths
+        self.workers = workers
+        self.client = ControlClient(paths.control_socket, timeout=30.0)
+        self.connected = False
+        self.lost_message = "connecting to the hostnet daemon..."
+        self.status: dict[str, Any] = {}
+        self.settings: dict[str, Any] = {}
+        self.session: Session | None = None
+        self._ports: dict[PortKey, dict[str, Any]] = {}
+        self._stream: EventStream | None = None
+        self._counters_busy = False
+        self.counters_timer = QTimer(self)
+        self.counters_timer.setInterval(COUNTERS_INTERVAL_MS)
+        self.counters_timer.timeout.connect(self.refresh_counters)
+
+    # -- lifetime ---------------------------------------------------------------------------
+
+    def start(self) -> None:
+        self.refresh_session()
+        stream = EventStream(self.paths.control_socket)
+        stream.event.connect(self._on_event)
+        stream.connected.connect(self._on_connected)
+        stream.lost.connect(self._on_lost)
+        self._stream = stream
+        stream.start()
+        self.counters_timer.start()
+
+    def stop(self) -> None:
+        self.counters_timer.stop()
+        if self._stream is not None:
+            self._stream.stop()
+            self._stream.wait(3000)
+            self._stream = None
+
+    # -- state ------------------------------------------------------------------------------
+
+    @property
+    def state(self) -> str:
+        """on, off, refused, error; "lost" while no daemon answers."""
+        if not self.connected:
+            return "lost"
+        return str(self.status.get("state", "off"))
+
+    def ports(self) -> list[dict[str, Any]]:
+        return [self._ports[key] for key in sorted(self._ports)]
+
+    def setting(self, key: str) -> dict[str, Any]:
+        entry = self.settings.get("settings", {}).get(key)
+        return entry if isinstance(entry, dict) else {}
+
+    def value(self, key: str, default: Any = None) -> Any:
+        return self.setting(key).get("value", default)
+
+    def locked(self, key: str) -> bool:
+        return bool(self.setting(key).get("locked", False))
+
+    # -- calls ------------------------------------------------------------------------------
+
+    def call(
+        self,
+        method: str,
+        path: str,
+        body: Any = None,
+        on_done: Callable[[Any], None] | None = None,
+        on_error: Callable[[Exception], None] | None = None,
+    ) -> None:
+        """One control API call on the worker pool; the callbacks run on the UI thread."""
+        client = self.client
+        self.workers.run(lambda: client.call(method, path, body), on_done, on_error)
+
+    def refresh_settings(self) -> None:
+        self.call("GET", "/v1/settings", on_done=self._set_settings, on_error=lambda exc: None)
+
+    def refresh_session(self) -> None:
+        paths = self.paths
+        self.workers.run(lambda: current_session(paths), self._set_session, lambda exc: None)
+
+    def refresh_counters(self) -> None:
+        """Counters change without events; fetch them off the UI thread while connected."""
+        if not self.connected or self._counters_busy or not self._ports:
+            return
+        self._counters_busy = True
+
+        def done(entries: Any) -> None:
+            self._counters_busy = False
+            if isinstance(entries, list):
+                self._replace_ports(entries)
+
+        def failed(exc: Exception) -> None:
+            self._counters_busy = False
+
+        self.call("GET", "/v1/ports", on_done=done, on_error=failed)
+
+    # -- events -----------------------------------------------------------------------------
+
+    def _on_connected(self) -> None:
+        self.refresh_settings()
+
+    def _on_lost(self, message: str) -> None:
+        was = self.connected
+        self.connected = False
+        self.lost_message = message
+        if was or not self.status:
+            self._ports.clear()
+            self.ports_changed.emit([])
+        self.connection_changed.emit(False, message)
+
+    def _on_event(self, kind: str, data: Any) -> None:
+        if kind == "status" and isinstance(data, dict):
+            if not self.connected:
+                self.connected = True
+                self.connection_changed.emit(True, "")
+            before = self.status.get("signed_in")
+            self.status = data
+            if before is not None and before != data.get("signed_in"):
+                self.refresh_session()
+            self.status_changed.emit(data)
+        elif kind == "ports" and isinstance(data, list):
+            self._replace_ports(data)
+        elif kind == "port" and isinstance(data, dict):
+            key = port_key(data)
+            if data.get("state") == "removed":
+                self._ports.pop(key, None)
+            else:
+                self._ports[key] = data
+            self.ports_changed.emit(self.ports())
+        elif kind == "settings" and isinstance(data, dict):
+            self._set_settings(data)
+        elif kind == "resync":
+            self.call("GET", "/v1/status", on_done=lambda s: self._on_event("status", s))
+            self.call("GET", "/v1/ports", on_done=lambda p: self._on_event("ports", p))
+            self.refresh_settings()
+
+    def _replace_ports(self, entries: list[Any]) -> None:
+        self._ports = {port_key(e): e for e in entries if isinstance(e, dict)}
+        self.ports_changed.emit(self.ports())
+
+    def _set_settings(self, data: Any) -> None:
+        if isinstance(data, dict):
+            self.settings = data
+            self.settings_changed.emit(data)
+
+    def _set_session(self, session: Any) -> None:
+        self.session = session if isinstance(session, Session) else None
+        self.session_changed.emit(self.session)
