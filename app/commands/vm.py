@@ -7,6 +7,7 @@ import os
 import sys
 import time
 
+from app.commands.vm_install_agent import register_install_agent
 from app.control_client import ControlClient, ControlError, DaemonUnavailable
 from app.paths import user_paths
 from vm.backends.netns import NetnsVM, VMError
@@ -23,6 +24,7 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     exec_ = actions.add_parser("exec", help="run a command inside the VM: vm exec -- CMD ...")
     exec_.add_argument("command", nargs=argparse.REMAINDER, metavar="-- CMD")
     exec_.set_defaults(func=run_exec)
+    register_install_agent(actions)
 
 
 def _netns() -> NetnsVM:
