@@ -212,14 +212,20 @@ def iperf3(
     streams: int = 1,
     udp_bitrate: int | None = None,
     length: int | None = None,
+    window: str | None = None,
 ) -> dict[str, Any]:
-    """Run an iperf3 client against 127.0.0.1:``port`` and return its ``-J`` report."""
+    """Run an iperf3 client against 127.0.0.1:``port`` and return its ``-J`` report.
+
+    ``window`` (``-w``, e.g. "4M") sets the socket buffers of both ends' data sockets.
+    """
     argv = ["iperf3", "-c", "127.0.0.1", "-p", str(port), "-t", str(seconds), "-J"]
     argv += ["-P", str(streams)]
     if udp_bitrate is not None:
         argv += ["-u", "-b", str(udp_bitrate)]
     if length is not None:
         argv += ["-l", str(length)]
+    if window is not None:
+        argv += ["-w", window]
     done = subprocess.run(argv, capture_output=True, text=True, timeout=seconds + 30, check=False)
     try:
         report: dict[str, Any] = json.loads(done.stdout)
