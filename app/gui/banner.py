@@ -54,7 +54,8 @@ class Banner(QFrame):
         self.setAccessibleDescription(fix)
 
     def text(self) -> str:
-        return " ".join(part for part in (self.title, self.body, self.fix) if part)
+        fix = f"Fix: {self.fix}" if self.fix else ""
+        return " ".join(part for part in (self.title, self.body, fix) if part)
 
 
 class BannerArea(QWidget):

@@ -30,6 +30,12 @@ def port_key(entry: dict[str, Any]) -> PortKey:
     )
 
 
+def _port_order(key: PortKey) -> tuple[int, int, str, str, str]:
+    """VM ports on the host first (the feature people look for), then by port."""
+    direction, proto, port, host, vm = key
+    return (0 if direction == "vm-to-host" else 1, port, proto, host, vm)
+
+
 class DaemonLink(QObject):
     """Signals: ``status_changed``, ``ports_changed``, ``settings_changed``,
     ``connection_changed(connected, message)`` and ``session_changed``."""
@@ -86,7 +92,7 @@ class DaemonLink(QObject):
         return str(self.status.get("state", "off"))
 
     def ports(self) -> list[dict[str, Any]]:
-        return [self._ports[key] for key in sorted(self._ports)]
+        return [self._ports[key] for key in sorted(self._ports, key=_port_order)]
 
     def setting(self, key: str) -> dict[str, Any]:
         entry = self.settings.get("settings", {}).get(key)

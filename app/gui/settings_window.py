@@ -31,7 +31,7 @@ from app.gui.icons import icon
 from app.gui.network_page import NetworkPage
 from app.gui.status_banners import ActionMap, banner_specs
 from app.gui.tray import TrayMenu
-from app.gui.widgets import label
+from app.gui.widgets import label, scrolling
 
 PILL_TEXT = {
     "on": "● Host networking on",
@@ -66,7 +66,7 @@ class SettingsWindow(QMainWindow):
         self.setWindowTitle("hostnet — Settings")
         self.setWindowIcon(icon("hostnet"))
         self.setAccessibleName("hostnet settings")
-        self.resize(1000, 680)
+        self.resize(1060, 780)
         self.setMinimumSize(820, 560)
 
         root = QWidget()
@@ -81,7 +81,7 @@ class SettingsWindow(QMainWindow):
         content = QFrame()
         content.setObjectName("Content")
         content_layout = QVBoxLayout(content)
-        content_layout.setContentsMargins(0, 0, 0, 0)
+        content_layout.setContentsMargins(1, 0, 0, 0)
         content_layout.setSpacing(0)
         self.banners = BannerArea()
         banner_wrap = QVBoxLayout()
@@ -93,7 +93,7 @@ class SettingsWindow(QMainWindow):
         self.network = NetworkPage(link)
         self.account = AccountPage(link)
         for page in (self.general, self.network, self.account):
-            self.stack.addWidget(page)
+            self.stack.addWidget(scrolling(page))
         content_layout.addWidget(self.stack, 1)
         body.addWidget(content, 1)
         outer.addLayout(body, 1)
@@ -139,6 +139,8 @@ class SettingsWindow(QMainWindow):
         layout.addWidget(self.header_sign_in)
         self.menu_button = QToolButton()
         self.menu_button.setText("Menu")
+        self.menu_button.setIcon(icon("menu"))
+        self.menu_button.setObjectName("MenuButton")
         self.menu_button.setAccessibleName("hostnet menu")
         self.menu_button.setToolTip("Everything the tray menu offers")
         self.menu_button.setPopupMode(QToolButton.ToolButtonPopupMode.InstantPopup)

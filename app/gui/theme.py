@@ -27,11 +27,17 @@ QMainWindow, QDialog {{ background: {WINDOW}; }}
 #Sidebar::item {{ padding: 7px 8px; border-radius: 6px; margin: 1px 0; }}
 #Sidebar::item:selected {{ background: #e3ebfd; color: {ACCENT}; }}
 #Sidebar::item:hover:!selected {{ background: #eceef2; }}
-#Sidebar::branch {{ background: transparent; }}
+#Sidebar::branch, #Sidebar::branch:selected {{ background: transparent; border: none; }}
+#Sidebar {{ show-decoration-selected: 0; }}
+#PageScroll, #PageScroll > QWidget > QWidget {{ background: {SURFACE}; }}
+#MenuButton {{ border: 1px solid transparent; border-radius: 6px; padding: 4px; }}
+#MenuButton:hover {{ background: #eceef2; }}
+#MenuButton:focus {{ border: 2px solid {ACCENT}; }}
+#MenuButton::menu-indicator {{ image: none; width: 0; }}
 #Content {{ background: {SURFACE}; border-left: 1px solid {BORDER}; }}
 #PageTitle {{ font-size: 17pt; font-weight: 600; }}
 #PageIntro, .Muted, #Muted {{ color: {MUTED}; }}
-#SectionTitle {{ font-size: 11pt; font-weight: 600; margin-top: 8px; }}
+#SectionTitle {{ font-size: 11pt; font-weight: 600; }}
 #Card {{ background: {SURFACE}; border: 1px solid {BORDER}; border-radius: 8px; }}
 #Hint {{ color: {MUTED}; }}
 #Reason {{ color: #9a5b00; }}
@@ -82,6 +88,11 @@ QHeaderView::section {{
   padding: 6px 8px; font-weight: 600; color: {MUTED};
 }}
 #Banner {{ border-radius: 8px; }}
+QScrollBar:vertical {{ width: 10px; background: transparent; margin: 2px; }}
+QScrollBar::handle:vertical {{ background: #c5ccd8; border-radius: 3px; min-height: 30px; }}
+QScrollBar::handle:vertical:hover {{ background: #9aa3b2; }}
+QScrollBar::add-line, QScrollBar::sub-line {{ height: 0; width: 0; }}
+QScrollBar::add-page, QScrollBar::sub-page {{ background: transparent; }}
 #Banner[kind="error"] {{ background: #fdecec; border: 1px solid #f3b9b9; }}
 #Banner[kind="warning"] {{ background: #fff5e0; border: 1px solid #f2d18f; }}
 #Banner[kind="info"] {{ background: #e8f0fe; border: 1px solid #b8cdf8; }}

@@ -35,7 +35,7 @@ def toggle_gate(
             locked=True,
         )
     reasons = tuple(
-        f"{r.get('problem', '')} {r.get('fix', '')}".strip()
+        f"Blocked by {r.get('setting', 'a setting')}: {r.get('fix', '')}".strip()
         for r in status.get("reasons") or []
         if isinstance(r, dict) and r.get("setting") != "SignInRequired"
     )

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from PySide6.QtCore import Qt
-from PySide6.QtWidgets import QFrame, QLabel, QVBoxLayout, QWidget
+from PySide6.QtWidgets import QFrame, QLabel, QScrollArea, QVBoxLayout, QWidget
 
 
 def label(text: str, name: str = "", wrap: bool = True, parent: QWidget | None = None) -> QLabel:
@@ -39,3 +39,15 @@ def link_label(html: str, name: str = "") -> QLabel:
         | Qt.TextInteractionFlag.LinksAccessibleByKeyboard
     )
     return widget
+
+
+def scrolling(page: QWidget) -> QScrollArea:
+    """PAGE in a frameless scroll area, so a small window scrolls instead of squeezing."""
+    area = QScrollArea()
+    area.setObjectName("PageScroll")
+    area.setWidget(page)
+    area.setWidgetResizable(True)
+    area.setFrameShape(QFrame.Shape.NoFrame)
+    area.setHorizontalScrollBarPolicy(Qt.ScrollBarPolicy.ScrollBarAlwaysOff)
+    area.setFocusPolicy(Qt.FocusPolicy.NoFocus)
+    return area

@@ -83,7 +83,6 @@ def shoot(
         pump_until(lambda: ready(controller), 20, f"{name}: the state to show")
         window = controller.window
         window.show_page(page)
-        pump_until(lambda: False if time.sleep(0.05) else True, 1)
         end = time.monotonic() + 0.6
         pump_until(lambda: time.monotonic() > end, 2)
         OUT.mkdir(parents=True, exist_ok=True)
