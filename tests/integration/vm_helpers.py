@@ -61,10 +61,12 @@ except OSError as exc:
 """
 
 
-def start_server(prefix: list[str], proto: str, host: str, port: int) -> subprocess.Popen[str]:
+def start_server(
+    prefix: list[str], proto: str, host: str, port: int, python: str = sys.executable
+) -> subprocess.Popen[str]:
     """An echo server (``echo:`` + request) run with ``prefix`` (e.g. ``ip netns exec NS``)."""
     proc = subprocess.Popen(
-        [*prefix, sys.executable, "-c", SERVER, proto, host, str(port)],
+        [*prefix, python, "-c", SERVER, proto, host, str(port)],
         stdout=subprocess.PIPE,
         text=True,
     )
@@ -73,10 +75,12 @@ def start_server(prefix: list[str], proto: str, host: str, port: int) -> subproc
     return proc
 
 
-def run_client(prefix: list[str], proto: str, host: str, port: int, payload: str) -> str:
+def run_client(
+    prefix: list[str], proto: str, host: str, port: int, payload: str, python: str = sys.executable
+) -> str:
     """Send ``payload`` and return the answer, or ``error:<Exception>``."""
     result = subprocess.run(
-        [*prefix, sys.executable, "-c", CLIENT, proto, host, str(port), payload],
+        [*prefix, python, "-c", CLIENT, proto, host, str(port), payload],
         capture_output=True,
         text=True,
         timeout=20,

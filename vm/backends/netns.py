@@ -65,6 +65,14 @@ def pid_alive(pid: int) -> bool:
     return True
 
 
+def _children(pid: int) -> list[int]:
+    try:
+        text = Path(f"/proc/{pid}/task/{pid}/children").read_text()
+    except OSError:
+        return []
+    return [int(child) for child in text.split()]
+
+
 class NetnsVM:
     """One namespace VM, kept in ``vm_dir`` (``HOSTNET_HOME/state/vm``)."""
 
@@ -253,13 +261,22 @@ class NetnsVM:
     def down(self) -> None:
         state = self.read_state()
         if state is not None and pid_alive(state.agent_pid):
-            with contextlib.suppress(ProcessLookupError):
-                os.kill(state.agent_pid, signal.SIGTERM)
+            agent = state.agent_pid
+            if state.rootless:
+                # unshare(1) ignores SIGTERM; killing it delivers --kill-child's SIGTERM to
+                # the agent, which then stops cleanly.
+                children = _children(agent)
+                with contextlib.suppress(ProcessLookupError):
+                    os.kill(agent, signal.SIGKILL)
+                agent = children[0] if children else agent
+            else:
+                with contextlib.suppress(ProcessLookupError):
+                    os.kill(agent, signal.SIGTERM)
             deadline = time.monotonic() + STOP_TIMEOUT
-            while pid_alive(state.agent_pid) and time.monotonic() < deadline:
+            while pid_alive(agent) and time.monotonic() < deadline:
                 time.sleep(0.01)
             with contextlib.suppress(ProcessLookupError):
-                os.kill(state.agent_pid, signal.SIGKILL)
+                os.kill(agent, signal.SIGKILL)
         self.clean_stale()
 
     def clean_stale(self) -> None:

@@ -1,0 +1,148 @@
+"""The namespace VM without root: a user namespace made by unshare, as an ordinary user.
+
+The test drops to the ``nobody`` user. The venv's interpreter lives under /root, which
+nobody cannot read, so the daemon runs on the system's Python 3.11 with the repository and
+the venv's packages on PYTHONPATH (same ABI); that is the only thing that differs from a
+user's installation.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from tests.integration.vm_helpers import (
+    free_port,
+    host_answer,
+    run_client,
+    start_server,
+    tcp_open,
+    wait_for,
+)
+
+REPO = Path(__file__).resolve().parents[2]
+SYSTEM_PYTHON = "/usr/bin/python3"
+NOBODY = "65534"
+
+
+def _usable() -> str | None:
+    if os.geteuid() != 0:
+        return "needs root to drop to another user"
+    if not (shutil.which("setpriv") and shutil.which("unshare") and shutil.which("nsenter")):
+        return "needs setpriv, unshare and nsenter (util-linux)"
+    if not Path(SYSTEM_PYTHON).exists():
+        return "needs /usr/bin/python3"
+    version = subprocess.run(
+        [SYSTEM_PYTHON, "-c", "import sys; print(sys.version_info[:2])"],
+        capture_output=True,
+        text=True,
+    ).stdout.strip()
+    if version != str(sys.version_info[:2]):
+        return f"/usr/bin/python3 is {version}, the venv's packages are for {sys.version_info[:2]}"
+    probe = subprocess.run(
+        [
+            "setpriv",
+            f"--reuid={NOBODY}",
+            f"--regid={NOBODY}",
+            "--clear-groups",
+            "unshare",
+            "--user",
+            "--net",
+            "--map-root-user",
+            "true",
+        ]
+    )
+    if probe.returncode != 0:
+        return "unprivileged user namespaces are disabled on this kernel"
+    return None
+
+
+pytestmark = pytest.mark.skipif(_usable() is not None, reason=str(_usable()))
+
+
+@pytest.fixture
+def home() -> Iterator[Path]:
+    """A HOSTNET_HOME owned by nobody, in a folder nobody can reach (pytest's are 0700)."""
+    top = Path(tempfile.mkdtemp(prefix="hostnet-rootless-"))
+    os.chmod(top, 0o755)
+    home = top / "home"
+    (home / "config").mkdir(parents=True)
+    (home / "config" / "settings-store.json").write_text(
+        json.dumps({"HostNetworkingEnabled": True})
+    )
+    subprocess.run(["chown", "-R", f"{NOBODY}:{NOBODY}", str(home)], check=True)
+    yield home
+    shutil.rmtree(top, ignore_errors=True)
+
+
+def as_nobody(home: Path) -> list[str]:
+    site = next((REPO / ".venv" / "lib").glob("python3.*/site-packages"))
+    return [
+        "setpriv",
+        f"--reuid={NOBODY}",
+        f"--regid={NOBODY}",
+        "--clear-groups",
+        "env",
+        f"HOSTNET_HOME={home}",
+        f"HOME={home}",
+        f"PYTHONPATH={REPO}:{site}",
+        SYSTEM_PYTHON,
+        "-m",
+        "app.cli",
+    ]
+
+
+def test_rootless_daemon_forwards_both_ways(home: Path) -> None:
+    hostnet = as_nobody(home)
+    daemon = subprocess.Popen(
+        [*hostnet, "daemon"], stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True
+    )
+    vm_server = host_server = None
+    try:
+
+        def connected() -> bool:
+            result = subprocess.run([*hostnet, "status", "--json"], capture_output=True, text=True)
+            return result.returncode == 0 and json.loads(result.stdout)["agent"]["state"] == (
+                "connected"
+            )
+
+        wait_for(connected, 30, "the rootless daemon and its agent")
+        state = json.loads((home / "state" / "vm" / "netns.json").read_text())
+        assert state["rootless"] is True
+        in_vm = [*hostnet, "vm", "exec", "--"]
+        port = free_port()
+        vm_server = start_server(in_vm, "tcp", "127.0.0.1", port, python=SYSTEM_PYTHON)
+        wait_for(lambda: tcp_open("127.0.0.1", port), 10, "the VM port on the host")
+        assert host_answer("tcp", "::1", port, b"rootless") == b"echo:rootless"
+
+        host_port = free_port()
+        host_server = start_server([], "tcp", "127.0.0.1", host_port)
+        wait_for(
+            lambda: (
+                run_client(in_vm, "tcp", "127.0.0.1", host_port, "up", python=SYSTEM_PYTHON)
+                == "echo:up"
+            ),
+            10,
+            "the host port in the VM",
+        )
+    finally:
+        for proc in (vm_server, host_server):
+            if proc is not None:
+                proc.kill()
+                proc.wait()
+        subprocess.run([*hostnet, "daemon", "--stop"], capture_output=True)
+        daemon.wait(20)
+    agent_pid = state["agent_pid"]
+    assert (
+        not Path(f"/proc/{agent_pid}").exists()
+        or "Z" in Path(f"/proc/{agent_pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    )
+    assert not (home / "state" / "vm" / "netns.json").exists()
