@@ -1,0 +1,137 @@
+"""The policy gate as the daemon applies it: refused starts, live refusals, locks, live settings."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from app.control_client import ControlError
+from tests.integration.daemon_fixture import HOSTNET, RunningDaemon, daemon_session, write_settings
+from tests.integration.vm_helpers import free_port, start_server, tcp_open, wait_for
+
+pytestmark = pytest.mark.skipif(os.geteuid() != 0, reason="named network namespaces need root")
+
+
+def run_daemon_once(
+    home: Path, settings: dict[str, object], admin: dict[str, object] | None = None
+) -> subprocess.CompletedProcess[str]:
+    write_settings(home, settings)
+    env = dict(
+        os.environ, HOSTNET_HOME=str(home), HOSTNET_ADMIN_SETTINGS=str(home / "admin-settings.json")
+    )
+    if admin is not None:
+        (home / "admin-settings.json").write_text(json.dumps(admin))
+    return subprocess.run([HOSTNET, "daemon"], env=env, capture_output=True, text=True, timeout=30)
+
+
+@pytest.mark.parametrize("key", ["EnhancedContainerIsolation", "UseWindowsContainers"])
+def test_refused_start_names_setting_source_and_fix(tmp_path: Path, key: str) -> None:
+    result = run_daemon_once(tmp_path, {"HostNetworkingEnabled": True, key: True})
+    assert result.returncode == 1
+    assert key in result.stderr
+    assert "settings-store.json" in result.stderr  # where the value came from
+    assert f"hostnet settings set {key} false" in result.stderr  # the fix
+    assert "Traceback" not in result.stderr
+    assert not (tmp_path / "state" / "vm" / "netns.json").exists()  # no VM was started
+
+
+def test_refused_start_by_admin_lock_says_ask_the_administrator(tmp_path: Path) -> None:
+    admin = {
+        "configurationFileVersion": 2,
+        "EnhancedContainerIsolation": {"locked": True, "value": True},
+    }
+    result = run_daemon_once(tmp_path, {"HostNetworkingEnabled": True}, admin)
+    assert result.returncode == 1
+    assert "locked by your administrator" in result.stderr
+    assert "admin-settings.json" in result.stderr
+
+
+@pytest.fixture(scope="module")
+def daemon(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RunningDaemon]:
+    yield from daemon_session(tmp_path_factory.mktemp("home"), {"HostNetworkingEnabled": True})
+
+
+def edit_settings(daemon: RunningDaemon, **changes: object) -> None:
+    path = daemon.home / "config" / "settings-store.json"
+    document = json.loads(path.read_text())
+    document.update(changes)
+    write_settings(daemon.home, document)
+
+
+@pytest.mark.parametrize("key", ["EnhancedContainerIsolation", "UseWindowsContainers"])
+def test_policy_turning_on_live_tears_mirrors_down_and_back(
+    daemon: RunningDaemon, key: str
+) -> None:
+    port = free_port()
+    server = start_server(daemon.vm_prefix, "tcp", "0.0.0.0", port)
+    try:
+        wait_for(lambda: tcp_open("127.0.0.1", port), 5, "the mirror")
+        edit_settings(daemon, **{key: True})
+        wait_for(lambda: daemon.client.get("/v1/status")["state"] == "refused", 5, "refused")
+        status = daemon.client.get("/v1/status")
+        assert any(r["setting"] == key for r in status["reasons"])
+        assert "refused" in status["message"].lower()
+        assert not tcp_open("127.0.0.1", port)
+        assert daemon.ports() == []
+        edit_settings(daemon, **{key: False})
+        wait_for(lambda: daemon.client.get("/v1/status")["state"] == "on", 5, "on again")
+        wait_for(lambda: tcp_open("127.0.0.1", port), 5, "the mirror back")
+    finally:
+        server.kill()
+        server.wait()
+        edit_settings(daemon, **{key: False})
+
+
+def test_locked_setting_refused_through_the_api(daemon: RunningDaemon) -> None:
+    (daemon.home / "admin-settings.json").write_text(
+        json.dumps(
+            {
+                "configurationFileVersion": 2,
+                "HostNetworkingExposeAllInterfaces": {"locked": True, "value": False},
+            }
+        )
+    )
+    try:
+        with pytest.raises(ControlError) as caught:
+            daemon.client.call("PUT", "/v1/settings", {"HostNetworkingExposeAllInterfaces": True})
+        assert caught.value.status == 403
+        assert "locked by your administrator" in str(caught.value)
+        user = json.loads((daemon.home / "config" / "settings-store.json").read_text())
+        assert user.get("HostNetworkingExposeAllInterfaces") is not True
+    finally:
+        (daemon.home / "admin-settings.json").unlink()
+
+
+def test_excluded_ports_apply_live(daemon: RunningDaemon) -> None:
+    port = free_port()
+    server = start_server(daemon.vm_prefix, "tcp", "0.0.0.0", port)
+    try:
+        wait_for(lambda: tcp_open("127.0.0.1", port), 5, "the mirror")
+        daemon.client.call("PUT", "/v1/settings", {"HostNetworkingExcludedPorts": [port]})
+        wait_for(
+            lambda: daemon.port_state("vm-to-host", "tcp", port, "127.0.0.1") == "excluded",
+            5,
+            "the excluded state",
+        )
+        assert not tcp_open("127.0.0.1", port)
+        daemon.client.call("PUT", "/v1/settings", {"HostNetworkingExcludedPorts": []})
+        wait_for(lambda: tcp_open("127.0.0.1", port), 5, "the mirror back")
+    finally:
+        server.kill()
+        server.wait()
+
+
+def test_bad_requests_get_clear_errors(daemon: RunningDaemon) -> None:
+    for body, status in [({"NoSuchKey": 1}, 404), ({"HostNetworkingExcludedPorts": "x"}, 400)]:
+        with pytest.raises(ControlError) as caught:
+            daemon.client.call("PUT", "/v1/settings", body)
+        assert caught.value.status == status
+        assert str(caught.value)
+    with pytest.raises(ControlError) as caught:
+        daemon.client.call("GET", "/v1/nothing")
+    assert caught.value.status == 404
