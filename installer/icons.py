@@ -23,7 +23,7 @@ def render_png(svg: Path, size: int, target: Path) -> None:
     renderer.render(painter)
     painter.end()
     target.parent.mkdir(parents=True, exist_ok=True)
-    if not image.save(str(target), b"PNG"):
+    if not image.save(str(target)):  # PNG, from the suffix
         raise OSError(f"cannot write the icon {target}")
 
 
