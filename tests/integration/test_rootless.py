@@ -100,6 +100,11 @@ def as_nobody(home: Path) -> list[str]:
     ]
 
 
+def ports(hostnet: list[str]) -> list[dict[str, object]]:
+    result = subprocess.run([*hostnet, "ports", "--json"], capture_output=True, text=True)
+    return list(json.loads(result.stdout)) if result.returncode == 0 else []
+
+
 def test_rootless_daemon_forwards_both_ways(home: Path) -> None:
     hostnet = as_nobody(home)
     daemon = subprocess.Popen(
@@ -122,6 +127,21 @@ def test_rootless_daemon_forwards_both_ways(home: Path) -> None:
         vm_server = start_server(in_vm, "tcp", "127.0.0.1", port, python=SYSTEM_PYTHON)
         wait_for(lambda: tcp_open("127.0.0.1", port), 10, "the VM port on the host")
         assert host_answer("tcp", "::1", port, b"rootless") == b"echo:rootless"
+
+        # Port 81 in the VM is fine (root in its user namespace); nobody may not bind it on
+        # the host, so that mirror shows as privileged, with the reason.
+        privileged = start_server(in_vm, "tcp", "0.0.0.0", 81, python=SYSTEM_PYTHON)
+        try:
+            wait_for(
+                lambda: any(p["port"] == 81 and p["state"] == "privileged" for p in ports(hostnet)),
+                10,
+                "the privileged state",
+            )
+            entry = next(p for p in ports(hostnet) if p["port"] == 81)
+            assert "privileged" in entry["reason"] and "1024" in entry["reason"]
+        finally:
+            privileged.kill()
+            privileged.wait()
 
         host_port = free_port()
         host_server = start_server([], "tcp", "127.0.0.1", host_port)
