@@ -111,6 +111,7 @@ class Daemon:
             loop.create_task(self._follow_settings()),
             loop.create_task(self._supervise_agent()),
             loop.create_task(self._recheck_gate()),
+            loop.create_task(self._keep_session_fresh()),
         ]
 
     async def stop(self) -> None:
@@ -204,6 +205,18 @@ class Daemon:
                 self.signed_in = signed_in
                 self.decision = self.effective.gate(signed_in=signed_in)
                 await self._apply()
+
+    async def _keep_session_fresh(self) -> None:
+        """Refresh the sign-in before it expires; a refused refresh signs out, which turns
+        HostNetworkingEnabled off, and the settings watcher then stops forwarding."""
+        from app.signin.manager import keep_session_fresh
+
+        def changed(session: object, message: str) -> None:
+            if message:
+                log.warning("sign-in: %s", message)
+            self.events.publish("session", {"signed_in": session is not None, "message": message})
+
+        await keep_session_fresh(self.paths, self.stopping, on_change=changed)
 
     async def _supervise_agent(self) -> None:
         """Restart an agent that died (the VM itself stays); the link then reconnects."""
