@@ -11,8 +11,15 @@ from pathlib import Path
 import pytest
 
 from app.control_client import ControlError
-from tests.integration.daemon_fixture import HOSTNET, RunningDaemon, daemon_session, write_settings
+from tests.integration.daemon_fixture import (
+    HOSTNET,
+    RunningDaemon,
+    daemon_session,
+    start_daemon,
+    write_settings,
+)
 from tests.integration.vm_helpers import free_port, start_server, tcp_open, wait_for
+from tests.signin_peers.fixtures import DOCKER_PASSWORD, DOCKER_USER, Registry
 
 pytestmark = pytest.mark.skipif(os.geteuid() != 0, reason="named network namespaces need root")
 
@@ -135,3 +142,48 @@ def test_bad_requests_get_clear_errors(daemon: RunningDaemon) -> None:
     with pytest.raises(ControlError) as caught:
         daemon.client.call("GET", "/v1/nothing")
     assert caught.value.status == 404
+
+
+def test_logout_stops_forwarding(
+    hostnet_home: Path, real_keyring: object, basic_registry: Registry
+) -> None:
+    """Signed in through a real registry, forwarding; `hostnet logout` turns it off."""
+    env = dict(os.environ)
+
+    def cli(*args: str, stdin: str | None = None) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            [HOSTNET, *args], env=env, input=stdin, capture_output=True, text=True, timeout=60
+        )
+
+    login = cli(
+        "login",
+        "--registry",
+        basic_registry.url,
+        "-u",
+        DOCKER_USER,
+        "--password-stdin",
+        stdin=DOCKER_PASSWORD + "\n",
+    )
+    assert login.returncode == 0, login.stderr
+    assert cli("settings", "set", "HostNetworkingEnabled", "true").returncode == 0
+    daemon = start_daemon(hostnet_home)
+    port = free_port()
+    server = None
+    try:
+        wait_for(
+            lambda: daemon.client.get("/v1/status")["agent"]["state"] == "connected",
+            10,
+            "the agent",
+        )
+        assert daemon.client.get("/v1/status")["signed_in"] is True
+        server = start_server(daemon.vm_prefix, "tcp", "0.0.0.0", port)
+        wait_for(lambda: tcp_open("127.0.0.1", port), 5, "the mirror")
+        assert cli("logout").returncode == 0
+        wait_for(lambda: daemon.client.get("/v1/status")["state"] == "off", 5, "forwarding off")
+        assert not tcp_open("127.0.0.1", port)
+        assert daemon.client.get("/v1/status")["signed_in"] is False
+    finally:
+        if server is not None:
+            server.kill()
+            server.wait()
+        daemon.stop()
