@@ -1,6 +1,6 @@
 """``make package`` (``python -m installer.build``): the guest-agent package and the desktop .deb.
 
-Writes ``build/agent/`` (hostnet-agent.pyz, hostnet-agent.service) and
+Writes ``build/agent/`` (hostnet-agent.pyz, .service, .cloud-init.yaml) and
 ``dist/hostnet_<version>_<arch>.deb``. The version is ``proxy.__version__``, the one place.
 """
 
@@ -14,6 +14,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
+from installer.agent_cloud_init import cloud_init_snippet
 from installer.agent_zipapp import REPO, build_agent_zipapp
 from installer.deb_package import DebInputs, DesktopFiles, build_deb
 from installer.desktop_bundle import BuildError, build_desktop_bundle
@@ -44,10 +45,13 @@ class BuildOutputs:
 
 
 def build_agent_package(build_dir: Path) -> Path:
-    """The guest-agent package: ``build_dir/agent/`` with the zipapp and the systemd unit."""
+    """The guest-agent package: ``build_dir/agent/`` with the zipapp, the systemd unit and
+    a cloud-init snippet."""
     agent_dir = build_dir / "agent"
-    build_agent_zipapp(agent_dir)
-    shutil.copy2(AGENT_UNIT, agent_dir / AGENT_UNIT.name)
+    zipapp = build_agent_zipapp(agent_dir)
+    unit = agent_dir / AGENT_UNIT.name
+    shutil.copy2(AGENT_UNIT, unit)
+    (agent_dir / "hostnet-agent.cloud-init.yaml").write_text(cloud_init_snippet(zipapp, unit))
     return agent_dir
 
 

@@ -138,7 +138,7 @@ def lay_out_tree(inputs: DebInputs, root: Path) -> None:
     shutil.copy2(inputs.desktop.daemon_unit, user_units / "hostnet-daemon.service")
     agent = root / AGENT_SHARE
     agent.mkdir(parents=True)
-    for name in ("hostnet-agent.pyz", "hostnet-agent.service"):
+    for name in ("hostnet-agent.pyz", "hostnet-agent.service", "hostnet-agent.cloud-init.yaml"):
         shutil.copy2(inputs.agent_dir / name, agent / name)
     for folder, dirs, files in os.walk(root):
         for name in dirs:

@@ -7,6 +7,8 @@ reachable on the host's 127.0.0.1 at the same port.
 
 from __future__ import annotations
 
+import base64
+import gzip
 import os
 import secrets
 import shutil
@@ -47,6 +49,20 @@ def test_zipapp_holds_the_agent_and_pyroute2_only(agent_dir: Path) -> None:
     assert not any(name.endswith((".so", ".pyc")) for name in names)
     unit = (agent_dir / "hostnet-agent.service").read_text()
     assert "ExecStart=/usr/bin/python3 -I /usr/lib/hostnet/hostnet-agent.pyz" in unit
+
+
+def test_cloud_init_snippet_carries_the_agent(agent_dir: Path) -> None:
+    import yaml
+    config = yaml.safe_load((agent_dir / "hostnet-agent.cloud-init.yaml").read_text())
+    files = {entry["path"]: entry for entry in config["write_files"]}
+    packed = files["/usr/lib/hostnet/hostnet-agent.pyz"]
+    assert packed["encoding"] == "gz+b64"
+    zipapp = gzip.decompress(base64.b64decode(packed["content"]))
+    assert zipapp == (agent_dir / "hostnet-agent.pyz").read_bytes()
+    unit = files["/etc/systemd/system/hostnet-agent.service"]["content"]
+    assert unit == (agent_dir / "hostnet-agent.service").read_text()
+    assert files["/etc/hostnet/agent.env"]["content"].startswith("HOSTNET_AGENT_LISTEN=vsock:")
+    assert ["systemctl", "enable", "--now", "hostnet-agent.service"] in config["runcmd"]
 
 
 def test_pyroute2_loads_from_the_zip_with_no_site_packages(agent_dir: Path) -> None:
