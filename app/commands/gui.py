@@ -42,7 +42,8 @@ def run_gui() -> int:
     apply_theme(app)
     controller = Controller(paths, daemon_proc=proc)
     controller.start()
-    signal.signal(signal.SIGINT, lambda *_a: controller.quit())
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(sig, lambda *_a: controller.quit())
     # Python handles signals only when it runs; a timer lets Ctrl+C in the terminal work.
     from PySide6.QtCore import QTimer
 

@@ -86,7 +86,10 @@ class Controller(QObject):
         self.window.hide()
 
     def show_window(self) -> None:
+        first = not self.window.isVisible()
         self.window.show()
+        if first:
+            self.window.sidebar.setFocus()
         self.window.raise_()
         self.window.activateWindow()
 

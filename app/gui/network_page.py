@@ -147,7 +147,7 @@ class NetworkPage(QWidget):
         header.setSectionResizeMode(QHeaderView.ResizeMode.ResizeToContents)
         header.setSectionResizeMode(4, QHeaderView.ResizeMode.Stretch)
         header.setDefaultAlignment(Qt.AlignmentFlag.AlignLeft | Qt.AlignmentFlag.AlignVCenter)
-        self.table.setMinimumHeight(240)
+        self.table.setMinimumHeight(200)
         layout.addWidget(self.table, 1)
         self.ports_empty = label("", "Hint")
         self.ports_empty.setAlignment(Qt.AlignmentFlag.AlignCenter)

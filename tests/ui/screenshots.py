@@ -12,9 +12,10 @@ import tempfile
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Any
 
 from tests.integration.daemon_fixture import RunningDaemon, start_daemon
-from tests.integration.vm_helpers import free_port, start_server
+from tests.integration.vm_helpers import free_port, host_answer, start_server
 from tests.ui.app_harness import (
     open_app,
     pump_until,
@@ -65,6 +66,8 @@ def shoot(
     then: Callable[[RunningDaemon, Path], object] | None = None,
     ready: Callable[[object], bool] = lambda c: True,
     page: str = "network",
+    sign_in_dialog: bool = False,
+    after_ready: Callable[[Any], bool] | None = None,
 ) -> None:
     home = Path(tempfile.mkdtemp(prefix=f"hostnet-shot-{name}-"))
     paths = use_home(home)
@@ -81,13 +84,23 @@ def shoot(
             if isinstance(extra, list):
                 servers.extend(extra)
         pump_until(lambda: ready(controller), 20, f"{name}: the state to show")
+        if after_ready is not None:
+            pump_until(lambda: after_ready(controller), 10, f"{name}: the final touch")
         window = controller.window
         window.show_page(page)
         end = time.monotonic() + 0.6
         pump_until(lambda: time.monotonic() > end, 2)
         OUT.mkdir(parents=True, exist_ok=True)
         target = OUT / f"{name}.png"
-        window.grab().save(str(target))
+        widget: Any = window
+        if sign_in_dialog:
+            controller.sign_in()
+            pump_until(lambda: controller.dialog is not None, 5, "the sign-in dialog")
+            widget = controller.dialog
+            widget.username.setText("alice")
+            end = time.monotonic() + 0.5
+            pump_until(lambda: time.monotonic() > end, 2)
+        widget.grab().save(str(target))
         print(f"screenshots: {target}")
     finally:
         controller.shutdown()
@@ -103,6 +116,20 @@ def with_servers(daemon: RunningDaemon, home: Path) -> list[subprocess.Popen[str
         start_server(daemon.vm_prefix, "tcp", "::", free_port()),
         start_server(daemon.vm_prefix, "udp", "127.0.0.1", free_port("udp")),
     ]
+
+
+def some_traffic(controller: Any) -> bool:
+    """Send a few requests through a mirror; done when the table's counters show them."""
+    for entry in controller.link.ports():
+        if entry["direction"] == "vm-to-host" and entry["proto"] == "tcp":
+            if entry["counters"].get("bytes_in", 0) > 0:
+                return True
+            host = entry["host_address"]
+            with contextlib.suppress(OSError):
+                host_answer("tcp", host, entry["port"], b"GET / HTTP/1.0\r\n\r\n" * 40)
+            time.sleep(0.3)
+            return False
+    return False
 
 
 def refuse(daemon: RunningDaemon, home: Path) -> None:
@@ -126,6 +153,7 @@ def main() -> int:
             signed_in=True,
             then=with_servers,
             ready=lambda c: sum(p.get("state") == "active" for p in c.link.ports()) >= 5,
+            after_ready=some_traffic,
         )
         shoot(
             "refused",
@@ -145,6 +173,7 @@ def main() -> int:
             signed_in=True,
         )
         shoot("account", settings={"HostNetworkingEnabled": False}, signed_in=True, page="account")
+        shoot("sign-in", settings={"HostNetworkingEnabled": False}, sign_in_dialog=True)
         del app
     return 0
 
