@@ -53,6 +53,7 @@ def test_zipapp_holds_the_agent_and_pyroute2_only(agent_dir: Path) -> None:
 
 def test_cloud_init_snippet_carries_the_agent(agent_dir: Path) -> None:
     import yaml
+
     config = yaml.safe_load((agent_dir / "hostnet-agent.cloud-init.yaml").read_text())
     files = {entry["path"]: entry for entry in config["write_files"]}
     packed = files["/usr/lib/hostnet/hostnet-agent.pyz"]
