@@ -1,0 +1,84 @@
+"""What a daemon and its namespace VM hold: sockets, processes, namespaces, for leak checks."""
+
+from __future__ import annotations
+
+import os
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+from tests.integration.daemon_fixture import RunningDaemon
+
+
+def socket_count(pid: int) -> int:
+    """How many sockets the process ``pid`` has open."""
+    count = 0
+    try:
+        names = os.listdir(f"/proc/{pid}/fd")
+    except OSError:
+        return 0
+    for name in names:
+        try:
+            if os.readlink(f"/proc/{pid}/fd/{name}").startswith("socket:"):
+                count += 1
+        except OSError:
+            continue
+    return count
+
+
+def fd_count(pid: int) -> int:
+    try:
+        return len(os.listdir(f"/proc/{pid}/fd"))
+    except OSError:
+        return 0
+
+
+def processes_mentioning(text: str) -> list[int]:
+    """Live (not zombie) processes whose command line contains ``text``."""
+    found = []
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            cmdline = Path(f"/proc/{entry}/cmdline").read_bytes().replace(b"\0", b" ").decode()
+            state = Path(f"/proc/{entry}/stat").read_text().rsplit(")", 1)[1].split()[0]
+        except OSError:
+            continue
+        if text in cmdline and state != "Z":
+            found.append(int(entry))
+    return found
+
+
+@dataclass(frozen=True)
+class Holdings:
+    daemon_sockets: int
+    agents: int
+    agent_sockets: int
+    namespaces: int
+    host_links: int
+
+    @classmethod
+    def of(cls, daemon: RunningDaemon) -> Holdings:
+        vm_dir = daemon.home / "state" / "vm"
+        agents = processes_mentioning(f"--secret-file {vm_dir}/secret")
+        name = daemon.netns["name"] if (vm_dir / "netns.json").exists() else ""
+        host_if = "hn" + name.removeprefix("hostnet-") + "h" if name else ""
+        return cls(
+            daemon_sockets=socket_count(daemon.proc.pid),
+            agents=len(agents),
+            agent_sockets=sum(socket_count(pid) for pid in agents),
+            namespaces=int(bool(name) and Path("/run/netns", name).exists()),
+            host_links=int(bool(host_if) and Path("/sys/class/net", host_if).exists()),
+        )
+
+
+def assert_nothing_leaked(daemon: RunningDaemon, before: Holdings, settle: float = 2.0) -> None:
+    """Within ``settle`` seconds the daemon and VM hold what they held ``before`` the fault."""
+    deadline = time.monotonic() + settle
+    while True:
+        now = Holdings.of(daemon)
+        if now == before:
+            return
+        if time.monotonic() > deadline:
+            raise AssertionError(f"leaked: before the fault {before}, after recovery {now}")
+        time.sleep(0.05)
