@@ -12,7 +12,7 @@ from typing import Literal
 from proxy.addresses import AddressError, parse_endpoint
 
 Kind = Literal["unix", "tcp", "vsock"]
-_FORMS = "use unix:/path/agent.sock, tcp:HOST:PORT or vsock:CID:PORT"
+_FORMS = "use unix:/path/agent.sock, tcp:HOST:PORT or vsock:CID:PORT (CID may be ANY)"
 
 
 @dataclass(frozen=True)
@@ -99,6 +99,8 @@ def parse_transport(text: str) -> TransportAddress:
         return TransportAddress("tcp", host=endpoint.host, port=endpoint.port)
     if kind == "vsock":
         cid_text, sep, port_text = rest.partition(":")
+        if cid_text.upper() == "ANY":  # listen on every CID (the agent in a VM)
+            cid_text = str(socket.VMADDR_CID_ANY)
         if not (sep and cid_text.isdigit() and port_text.isdigit()):
             raise AddressError(f"bad vsock address {text!r}: {_FORMS}")
         return TransportAddress("vsock", cid=int(cid_text), port=int(port_text))
