@@ -50,6 +50,8 @@ class SignInDialog(QDialog):
         self.paths, self.config, self.workers = paths, config, workers
         self.cancel_event: threading.Event | None = None
         self.outcome: Any = None
+        self.device_code: DeviceCode | None = None
+        self.device_page = ""
         self.relay = _FlowRelay(self)
         self.relay.open_url.connect(self._browser_opened)
         self.relay.device_code.connect(self._show_device_code)
@@ -172,6 +174,9 @@ class SignInDialog(QDialog):
         )
         self.open_page = QPushButton("Open the page")
         self.open_page.setAccessibleName("Open the device sign-in page")
+        self.open_page.clicked.connect(
+            lambda: QDesktopServices.openUrl(QUrl(self.device_page)) if self.device_page else None
+        )
         row.addWidget(self.copy_code)
         row.addWidget(self.open_page)
         row.addStretch(1)
@@ -287,14 +292,11 @@ class SignInDialog(QDialog):
         self.browser_note.setVisible(True)
 
     def _show_device_code(self, code: DeviceCode) -> None:
+        self.device_code = code
         where = code.verification_uri_complete or code.verification_uri
         self.code_where.setText(f"On any device, visit {code.verification_uri} and enter:")
         self.code.setText(code.user_code)
-        try:
-            self.open_page.clicked.disconnect()
-        except (RuntimeError, TypeError):
-            pass
-        self.open_page.clicked.connect(lambda: QDesktopServices.openUrl(QUrl(where)))
+        self.device_page = where
         self.code_box.setVisible(True)
 
     def cancel(self) -> None:

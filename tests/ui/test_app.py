@@ -13,6 +13,7 @@ from PySide6.QtWidgets import QApplication
 from app.gui.controller import Controller
 from app.gui.icons import tray_icon_name
 from app.gui.signin_dialog import SignInDialog
+from app.gui.tray import Tray
 from app.paths import Paths
 from app.signin.state import current_session
 from tests.integration.daemon_fixture import RunningDaemon
@@ -176,6 +177,9 @@ def test_a_refusal_shows_a_banner_with_the_fix(
     assert app.window.pill.text().endswith("Refused")
     assert tray_icon_name(app.link.state, app.link.connected) == "tray-refused"
     assert app.menu.status_action.text() == "Host networking is refused"
+    tray = Tray(app.link, app.menu)  # where the desktop has a tray, its icon says the same
+    assert tray.icon_name() == "tray-refused"
+    assert tray.icon.toolTip() == "hostnet: Host networking is refused"
 
 
 def test_a_bad_settings_file_shows_the_problem_and_the_fix(
@@ -229,6 +233,11 @@ def test_tray_menu_actions(
     with qtbot.waitSignal(app.quit_requested, timeout=2000):
         menu.action_named("Quit").trigger()
     assert daemon.proc.poll() is None  # Quit leaves forwarding running
+    app.link.start()
+    app.show_window()
+    with qtbot.waitSignal(app.quit_requested, timeout=2000):
+        app.window.close()  # no tray: closing the window quits the app
+    assert daemon.proc.poll() is None
     app.link.start()
     pump_until(lambda: app.link.connected, 10, "reconnection")
     with qtbot.waitSignal(app.quit_requested, timeout=10000):
