@@ -95,7 +95,10 @@ def parse_transport(text: str) -> TransportAddress:
     if kind == "unix":
         return TransportAddress("unix", path=rest)
     if kind == "tcp":
-        endpoint = parse_endpoint(rest)
+        try:
+            endpoint = parse_endpoint(rest)
+        except AddressError as exc:
+            raise AddressError(f"bad transport address {text!r}: {exc}; {_FORMS}") from None
         return TransportAddress("tcp", host=endpoint.host, port=endpoint.port)
     if kind == "vsock":
         cid_text, sep, port_text = rest.partition(":")
