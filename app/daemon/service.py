@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import fcntl
 import logging
 import os
@@ -26,6 +27,7 @@ log = logging.getLogger(__name__)
 
 AGENT_CHECK_INTERVAL = 0.2
 GATE_RECHECK_INTERVAL = 5.0
+COUNTERS_INTERVAL = 1.0
 
 
 class DaemonError(RuntimeError):
@@ -112,6 +114,7 @@ class Daemon:
             loop.create_task(self._supervise_agent()),
             loop.create_task(self._recheck_gate()),
             loop.create_task(self._keep_session_fresh()),
+            loop.create_task(self._publish_counters()),
         ]
 
     async def stop(self) -> None:
@@ -172,17 +175,23 @@ class Daemon:
         also = record_paths(self.paths)
         async for change in watch_settings(self.store, initial=self.effective, also_watch=also):
             before = self.effective
-            self.effective = change.effective
+            effective, changed = change.effective, change.changed
+            if before is not None and unreadable_user_file(effective):
+                # A file cut off mid-write (an editor, a full disk) must not turn forwarding
+                # off: keep the values in effect and show the problem until it is repaired.
+                effective = dataclasses.replace(before, problems=effective.problems)
+                changed = ()
+            self.effective = effective
             self.signed_in = await asyncio.get_running_loop().run_in_executor(
                 None, self.store.is_signed_in
             )
-            self.decision = change.effective.gate(signed_in=self.signed_in)
-            if change.restart_required:
+            self.decision = effective.gate(signed_in=self.signed_in)
+            if before is not None and effective.restart_required_since(before):
                 self.restart_pending = True
             if self.forwarding is not None and before is not None:
-                await self._apply_live(change.changed)
+                await self._apply_live(changed)
             await self._apply()
-            self.events.publish("settings", change.effective.to_json())
+            self.events.publish("settings", effective.to_json())
 
     async def _apply_live(self, changed: tuple[str, ...]) -> None:
         assert self.forwarding is not None and self.effective is not None
@@ -205,6 +214,17 @@ class Daemon:
                 self.signed_in = signed_in
                 self.decision = self.effective.gate(signed_in=signed_in)
                 await self._apply()
+
+    async def _publish_counters(self) -> None:
+        """Counters move without a state change: send the port list when it differs, at most
+        once per COUNTERS_INTERVAL, so clients never have to poll."""
+        last: list[dict[str, Any]] = []
+        while True:
+            await asyncio.sleep(COUNTERS_INTERVAL)
+            ports = self.ports()
+            if ports != last:
+                last = ports
+                self.events.publish("ports", ports)
 
     async def _keep_session_fresh(self) -> None:
         """Refresh the sign-in before it expires; a refused refresh signs out, which turns
@@ -306,6 +326,12 @@ class Daemon:
                 }
             )
         return entries
+
+
+def unreadable_user_file(effective: EffectiveSettings) -> bool:
+    """True when the user's settings file could not be read as a whole (a problem about the
+    file, not a key), so the values read are only the defaults."""
+    return any(p.key is None and p.file == effective.user_file for p in effective.problems)
 
 
 def port_entry(mirror: MirrorState) -> dict[str, Any]:

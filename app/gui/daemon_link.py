@@ -6,7 +6,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
-from PySide6.QtCore import QObject, QTimer, Signal
+from PySide6.QtCore import QObject, Signal
 
 from app.control_client import ControlClient
 from app.gui.event_stream import EventStream
@@ -14,8 +14,6 @@ from app.gui.workers import Workers
 from app.paths import Paths
 from app.signin.session import Session
 from app.signin.state import current_session
-
-COUNTERS_INTERVAL_MS = 2000
 
 PortKey = tuple[str, str, int, str, str]
 
@@ -58,10 +56,6 @@ class DaemonLink(QObject):
         self.session: Session | None = None
         self._ports: dict[PortKey, dict[str, Any]] = {}
         self._stream: EventStream | None = None
-        self._counters_busy = False
-        self.counters_timer = QTimer(self)
-        self.counters_timer.setInterval(COUNTERS_INTERVAL_MS)
-        self.counters_timer.timeout.connect(self.refresh_counters)
 
     # -- lifetime ---------------------------------------------------------------------------
 
@@ -73,10 +67,8 @@ class DaemonLink(QObject):
         stream.lost.connect(self._on_lost)
         self._stream = stream
         stream.start()
-        self.counters_timer.start()
 
     def stop(self) -> None:
-        self.counters_timer.stop()
         if self._stream is not None:
             self._stream.stop()
             self._stream.wait(3000)
@@ -124,22 +116,6 @@ class DaemonLink(QObject):
     def refresh_session(self) -> None:
         paths = self.paths
         self.workers.run(lambda: current_session(paths), self._set_session, lambda exc: None)
-
-    def refresh_counters(self) -> None:
-        """Counters change without events; fetch them off the UI thread while connected."""
-        if not self.connected or self._counters_busy or not self._ports:
-            return
-        self._counters_busy = True
-
-        def done(entries: Any) -> None:
-            self._counters_busy = False
-            if isinstance(entries, list):
-                self._replace_ports(entries)
-
-        def failed(exc: Exception) -> None:
-            self._counters_busy = False
-
-        self.call("GET", "/v1/ports", on_done=done, on_error=failed)
 
     # -- events -----------------------------------------------------------------------------
 
