@@ -71,8 +71,16 @@ def tcp_vm(tmp_path: Path) -> Iterator[TcpVM]:
     addrs = vm.addresses()
     options = [f"--{key.replace('_', '-')}={value}" for key, value in addrs.items()]
     subprocess.run(
-        [sys.executable, "-m", "vm.backends.netns_setup", "create", vm.name, vm.host_if]
-        + [vm.vm_if, *options],
+        [
+            sys.executable,
+            "-m",
+            "vm.backends.netns_setup",
+            "create",
+            vm.name,
+            vm.host_if,
+            vm.vm_if,
+            *options,
+        ],
         check=True,
         capture_output=True,
     )
@@ -81,8 +89,15 @@ def tcp_vm(tmp_path: Path) -> Iterator[TcpVM]:
     transport = f"tcp:{addrs['vm_ip']}:{AGENT_PORT}"
     ready = tmp_path / "agent.ready"
     agent = subprocess.Popen(
-        [*["ip", "netns", "exec", vm.name, sys.executable, "-m", "vm.agent"]]
-        + ["--listen", transport, "--secret-file", str(secret_file), "--ready-file", str(ready)],
+        [
+            *["ip", "netns", "exec", vm.name, sys.executable, "-m", "vm.agent"],
+            "--listen",
+            transport,
+            "--secret-file",
+            str(secret_file),
+            "--ready-file",
+            str(ready),
+        ],
         stdout=subprocess.DEVNULL,
         stderr=(tmp_path / "agent.log").open("wb"),
     )
@@ -190,8 +205,10 @@ def test_transport_cut_mid_transfer(tcp_vm: TcpVM, attached: RunningDaemon) -> N
         assert outcomes <= {"ConnectionResetError", "BrokenPipeError"}, outcomes
         took = time_until(lambda: answers(port), start, RECOVERY_LIMIT, "a new connection")
         wait_for(
-            lambda: socket_count(attached.proc.pid) == daemon_sockets
-            and socket_count(tcp_vm.agent.pid) == agent_sockets,
+            lambda: (
+                socket_count(attached.proc.pid) == daemon_sockets
+                and socket_count(tcp_vm.agent.pid) == agent_sockets
+            ),
             RECOVERY_LIMIT,
             f"sockets back to {daemon_sockets} (daemon) and {agent_sockets} (agent)",
         )
