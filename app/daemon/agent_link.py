@@ -4,13 +4,14 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import itertools
 import logging
+import socket
 from collections.abc import Awaitable, Callable
 
 from proxy.listeners import Proto
 from proxy.wire import (
     Error,
+    ErrorCode,
     Listener,
     Listeners,
     ProtocolError,
@@ -21,6 +22,8 @@ from proxy.wire import (
 )
 from proxy.wire.bounded_json import JsonValue
 from vm.transport.address import TransportAddress
+from vm.transport.control_requests import RequestTracker
+from vm.transport.targets import TargetError
 from vm.transport.wire_socket import WireSocket, connect_wire
 
 log = logging.getLogger(__name__)
@@ -48,6 +51,7 @@ class AgentLink:
         on_vm_listeners: Callable[[set[ListenerKey]], Awaitable[None]],
         on_stream_request: Callable[[StreamRequest], None],
         on_connected: Callable[[], Awaitable[None]],
+        on_request: Callable[[WireSocket, Request], None] = lambda wire, request: None,
         on_state: Callable[[str, str], None] = lambda state, detail: None,
     ) -> None:
         self.address = address
@@ -55,13 +59,13 @@ class AgentLink:
         self.on_vm_listeners = on_vm_listeners
         self.on_stream_request = on_stream_request
         self.on_connected = on_connected
+        self.on_request = on_request
         self.on_state = on_state
         self.vm_listeners: set[ListenerKey] = set()
         self.wire: WireSocket | None = None
         self.state = "connecting"
         self.detail = ""
-        self._ids = itertools.count(1)
-        self._responses: dict[int, asyncio.Future[Response]] = {}
+        self.requests = RequestTracker()
         self._task: asyncio.Task[None] | None = None
         self._stopping = False
 
@@ -121,10 +125,7 @@ class AgentLink:
             finally:
                 self.wire = None
                 wire.close()
-                for future in self._responses.values():
-                    if not future.done():
-                        future.set_exception(ConnectionError("the agent went away"))
-                self._responses.clear()
+                self.requests.fail_all("the agent went away")
                 self._set_state("connecting", "the agent went away; reconnecting")
                 self.vm_listeners = set()
                 await self.on_vm_listeners(set())
@@ -141,9 +142,10 @@ class AgentLink:
             elif isinstance(event, StreamRequest):
                 self.on_stream_request(event)
             elif isinstance(event, Response):
-                future = self._responses.pop(event.id, None)
-                if future is not None and not future.done():
-                    future.set_result(event)
+                handed = wire.take_fd() if self.requests.expects_socket(event) else None
+                self.requests.resolve(event, handed)
+            elif isinstance(event, Request):
+                self.on_request(wire, event)
             elif isinstance(event, Error):
                 raise ProtocolError(event.code, event.message, remote=True)
 
@@ -165,12 +167,14 @@ class AgentLink:
         wire = self.wire
         if wire is None:
             raise ConnectionError("the agent is not connected")
-        request_id = next(self._ids)
-        future: asyncio.Future[Response] = asyncio.get_running_loop().create_future()
-        self._responses[request_id] = future
-        await wire.send(Request(request_id, method, params or {}))
-        try:
-            async with asyncio.timeout(REQUEST_TIMEOUT):
-                return await future
-        finally:
-            self._responses.pop(request_id, None)
+        response, handed = await self.requests.call(wire, method, params or {})
+        if handed is not None:
+            handed.close()
+        return response
+
+    async def open_socket(self, proto: Proto, host: str, port: int) -> socket.socket:
+        """A socket connected to ``proto host:port`` in the VM, handed over by the agent."""
+        wire = self.wire
+        if wire is None:
+            raise TargetError(ErrorCode.PEER_CLOSED, "the agent is not connected")
+        return await self.requests.open(wire, proto, host, port)

@@ -25,12 +25,14 @@ from proxy.mirror_set import (
 )
 from proxy.tcp_forwarder import TcpForwarder
 from proxy.udp_forwarder import Deliver, FlowUpstream, SocketUpstream, UdpForwarder
-from proxy.wire import ErrorCode, StreamFailed, StreamRequest
+from proxy.wire import ErrorCode, ProtocolError, Request, Response, StreamFailed, StreamRequest
 from proxy.wire import Listener as WireListener
 from vm.transport.address import TransportAddress
+from vm.transport.control_requests import OPEN, parse_open, refusal
 from vm.transport.datagram_stream import StreamFlowUpstream
 from vm.transport.streams import attach_stream, open_stream
 from vm.transport.targets import TargetError, connect_target, listening_now, relay_stream
+from vm.transport.wire_socket import WireSocket
 
 log = logging.getLogger(__name__)
 
@@ -72,6 +74,7 @@ class Forwarding:
             on_vm_listeners=self._on_vm_listeners,
             on_stream_request=self._on_stream_request,
             on_connected=self._send_all_host_listeners,
+            on_request=self._on_request,
             on_state=on_link_state,
         )
         self.reported: set[WireListener] = set()
@@ -168,6 +171,41 @@ class Forwarding:
     async def _send_all_host_listeners(self) -> None:
         self.reported = host_listeners_to_report(self.host_watcher.current)
         await self.link.send_listeners(sorted(self.reported, key=_key), [])
+
+    def _on_request(self, wire: WireSocket, request: Request) -> None:
+        if request.method == OPEN:
+            self._spawn(self._serve_open(wire, request))
+        else:
+            self._spawn(
+                self._answer(
+                    wire,
+                    Response(request.id, False, f"the daemon does not answer {request.method!r}"),
+                )
+            )
+
+    async def _answer(self, wire: WireSocket, response: Response) -> None:
+        with contextlib.suppress(ProtocolError, OSError):
+            await wire.send(response)
+
+    async def _serve_open(self, wire: WireSocket, request: Request) -> None:
+        """The agent asks for a host port (unix transport): connect it, hand it over."""
+        try:
+            proto, host, port = parse_open(request.params)
+            if not listening_now(self.host_watcher.current, proto, host, port):
+                raise TargetError(
+                    ErrorCode.NOT_LISTENING,
+                    f"nothing listens on host {proto} port {port} at {host}",
+                )
+            target = await connect_target(proto, host, port)
+        except TargetError as exc:
+            await self._answer(wire, refusal(request.id, exc))
+            return
+        try:
+            await wire.send(Response(request.id, True), (target.fileno(),))
+        except (ProtocolError, OSError):
+            pass
+        finally:
+            target.close()
 
     def _on_stream_request(self, request: StreamRequest) -> None:
         self._spawn(self._serve_stream_request(request))

@@ -10,12 +10,14 @@ from pathlib import Path
 
 import pytest
 
-from proxy.wire import ErrorCode, ProtocolError
+from proxy.wire import ErrorCode, ProtocolError, Response
 from proxy.wire.secret import load_or_create_secret
 from tests.integration.relay_helpers import recv_all
 from vm.agent.server import Agent
 from vm.transport.address import TransportAddress
+from vm.transport.control_requests import RequestTracker
 from vm.transport.streams import StreamRefused, open_stream
+from vm.transport.targets import TargetError
 from vm.transport.wire_socket import connect_wire
 
 
@@ -105,4 +107,45 @@ async def test_stream_to_a_listening_port_is_handed_over(
         sock.close()
         conn.close()
     finally:
+        listener.close()
+
+
+async def test_open_on_the_control_connection_hands_the_socket_over(
+    agent: tuple[Agent, TransportAddress, bytes],
+) -> None:
+    """The unix transport's fast path: one request, the connected socket in the answer."""
+    server, address, secret = agent
+    loop = asyncio.get_running_loop()
+    listener = socket.socket()
+    listener.bind(("127.0.0.1", 0))
+    listener.listen()
+    listener.setblocking(False)
+    port = listener.getsockname()[1]
+    control = await connect_wire(await address.connect(), "daemon", "control", secret)
+    requests = RequestTracker()
+
+    async def read_control() -> None:
+        while True:
+            event = await control.next_event()
+            if isinstance(event, Response):
+                handed = control.take_fd() if requests.expects_socket(event) else None
+                requests.resolve(event, handed)
+
+    reader = loop.create_task(read_control())
+    try:
+        await wait_until_seen(server, port)
+        socks = [await requests.open(control, "tcp", "127.0.0.1", port) for _ in range(20)]
+        for i, sock in enumerate(socks):
+            conn, _ = await loop.sock_accept(listener)
+            await loop.sock_sendall(sock, f"n{i}".encode())
+            sock.shutdown(socket.SHUT_WR)
+            assert await recv_all(conn) == f"n{i}".encode()
+            sock.close()
+            conn.close()
+        with pytest.raises(TargetError) as caught:
+            await requests.open(control, "tcp", "127.0.0.1", port + 1 if port < 65535 else 1)
+        assert caught.value.code is ErrorCode.NOT_LISTENING
+    finally:
+        reader.cancel()
+        control.close()
         listener.close()

@@ -43,6 +43,7 @@ class WireSocket:
         self.loop = asyncio.get_running_loop()
         self.unix = sock.family == socket.AF_UNIX
         self._fds: deque[int] = deque()
+        self._write_lock = asyncio.Lock()
 
     # -- reading --------------------------------------------------------------------------
 
@@ -107,6 +108,12 @@ class WireSocket:
     # -- writing --------------------------------------------------------------------------
 
     async def write(self, data: bytes, fds: tuple[int, ...] = ()) -> None:
+        async with self._write_lock:
+            await self._write(data, fds)
+
+    async def _write(self, data: bytes, fds: tuple[int, ...]) -> None:
+        """Everything, in order; the caller holds the write lock, so tasks sharing a
+        control connection never interleave their frames."""
         view = memoryview(data)
         first = True
         while view:
@@ -124,7 +131,8 @@ class WireSocket:
 
     async def send(self, message: Message, fds: tuple[int, ...] = ()) -> None:
         assert self.connection is not None
-        await self.write(self.connection.send(message), fds)
+        async with self._write_lock:
+            await self._write(self.connection.send(message), fds)
 
     # -- events ---------------------------------------------------------------------------
 
