@@ -32,6 +32,7 @@ from proxy.wire import (
 from proxy.wire import Listener as WireListener
 from vm.agent.requests import STREAM_REQUEST_TIMEOUT, PendingStreams
 from vm.transport.address import TransportAddress
+from vm.transport.control_requests import OPEN, RequestTracker, parse_open, refusal
 from vm.transport.datagram_stream import StreamFlowUpstream
 from vm.transport.targets import TargetError, connect_target, listening_now, relay_stream
 from vm.transport.wire_socket import WireSocket, accept_wire
@@ -54,6 +55,7 @@ class Agent:
         self.secret = secret
         self.control: WireSocket | None = None
         self.pending = PendingStreams()
+        self.requests = RequestTracker()
         self.stream_counters = ForwardCounters()
         self.host_listeners: set[tuple[Proto, str, int]] = set()
         self.mirrors = MirrorSet(
@@ -145,8 +147,13 @@ class Agent:
                     await self._on_host_listeners(event)
                 elif isinstance(event, StreamFailed):
                     self.pending.fail(event.stream_id, event.code, event.message)
+                elif isinstance(event, Request) and event.method == OPEN:
+                    self._spawn(self._serve_open_request(wire, event))
                 elif isinstance(event, Request):
                     await wire.send(await self._answer(event))
+                elif isinstance(event, Response):
+                    handed = wire.take_fd() if self.requests.expects_socket(event) else None
+                    self.requests.resolve(event, handed)
                 elif isinstance(event, Error):
                     break
         except (ProtocolError, OSError) as exc:
@@ -156,6 +163,7 @@ class Agent:
                 self.control = None
                 wire.close()
                 self.pending.fail_all("the daemon went away")
+                self.requests.fail_all("the daemon went away")
                 # Without a daemon there is no host to reach: take the host's mirrors down.
                 self.host_listeners.clear()
                 await self.mirrors.set_remote([])
@@ -244,10 +252,33 @@ class Agent:
         else:
             future.set_result(wire.sock)
 
+    async def _serve_open_request(self, wire: WireSocket, request: Request) -> None:
+        """The daemon asks for a VM port (unix transport): connect it, hand it over."""
+        try:
+            proto, host, port = parse_open(request.params)
+            if not listening_now(self.watcher.current, proto, host, port):
+                raise TargetError(
+                    ErrorCode.NOT_LISTENING,
+                    f"nothing listens on {proto} port {port} at {host} in the VM",
+                )
+            target = await connect_target(proto, host, port)
+        except TargetError as exc:
+            with contextlib.suppress(ProtocolError, OSError):
+                await wire.send(refusal(request.id, exc))
+            return
+        try:
+            await wire.send(Response(request.id, True), (target.fileno(),))
+        except (ProtocolError, OSError):
+            pass
+        finally:
+            target.close()
+
     async def _request_stream(self, proto: Proto, host: str, port: int) -> socket.socket:
         wire = self.control
         if wire is None:
             raise TargetError(ErrorCode.PEER_CLOSED, "the daemon is not connected")
+        if self.address.passes_fds:
+            return await self.requests.open(wire, proto, host, port)
         stream_id, future = self.pending.new()
         try:
             await wire.send(StreamRequest(stream_id, proto, host, port))
