@@ -6,6 +6,10 @@
     PUT  /v1/settings          {"Key": value, ...}: checked, locks honoured, written atomically
     POST /v1/restart           restart forwarding (applies settings that need it)
     POST /v1/shutdown          stop forwarding and the daemon
+    POST /v1/vm/exec           {"argv": [...], "detach": bool, "timeout": s, "cwd": path}: run a
+                               command in the VM through its agent; {"exit", "stdout", "stderr"}
+                               or, detached, {"pid", "log"}
+    POST /v1/vm/kill           {"pid": N, "signal": "TERM"}: signal a detached command
     GET  /v1/events            Server-Sent Events: status, port, ports, settings, resync
 
 ``curl --unix-socket $HOSTNET_HOME/run/control.sock http://hostnet/v1/status`` works.
@@ -23,6 +27,7 @@ from typing import Any
 
 from aiohttp import web
 
+from app.daemon.agent_link import REQUEST_TIMEOUT
 from app.daemon.service import Daemon
 from app.settings import (
     SettingLockedError,
@@ -30,6 +35,8 @@ from app.settings import (
     SignInNeededError,
     UnknownSettingError,
 )
+from proxy.wire import ProtocolError, Request, Response
+from vm.transport.wire_socket import connect_wire
 
 MAX_BODY = 64 * 1024
 DAEMON_KEY = web.AppKey("daemon", Daemon)
@@ -99,6 +106,75 @@ async def post_shutdown(request: web.Request) -> web.Response:
     return web.json_response({"stopping": True})
 
 
+class AgentUnavailable(ConnectionError):
+    """No agent to ask; the message says why."""
+
+
+async def agent_request(daemon: Daemon, method: str, params: dict[str, Any]) -> Response:
+    """Ask the VM's agent: on the daemon's control link when forwarding runs, else on a
+    short-lived control connection of its own (the agent serves one control channel; none
+    is in use then)."""
+    forwarding = daemon.forwarding
+    try:
+        if forwarding is not None:
+            if not forwarding.link.connected:
+                raise AgentUnavailable(
+                    f"the VM's agent is not connected ({forwarding.link.detail or 'connecting'})"
+                )
+            return await forwarding.link.request(method, params)
+        if daemon.backend is None or daemon.vm_state != "up":
+            raise AgentUnavailable(f"the VM is not up (state {daemon.vm_state}); start it first")
+        address, secret = await daemon.backend.up()
+        wire = await connect_wire(await address.connect(), "daemon", "control", secret)
+        try:
+            await wire.send(Request(1, method, params))
+            async with asyncio.timeout(REQUEST_TIMEOUT):
+                while True:
+                    event = await wire.next_event()
+                    if isinstance(event, Response) and event.id == 1:
+                        return event
+        finally:
+            wire.close()
+    except (ConnectionError, OSError, ProtocolError, TimeoutError) as exc:
+        if isinstance(exc, AgentUnavailable):
+            raise
+        raise AgentUnavailable(f"the VM's agent did not answer: {exc}") from None
+
+
+async def _read_object(request: web.Request) -> dict[str, Any] | web.Response:
+    if request.content_length is not None and request.content_length > MAX_BODY:
+        return _error(413, "too-large", f"the body is above {MAX_BODY} bytes")
+    try:
+        body = json.loads(await request.read())
+    except (ValueError, UnicodeDecodeError) as exc:
+        return _error(400, "bad-json", f"the body is not JSON ({exc})")
+    if not isinstance(body, dict):
+        return _error(400, "bad-body", 'send a JSON object like {"argv": ["uname", "-a"]}')
+    return body
+
+
+async def _agent_call(request: web.Request, method: str) -> web.Response:
+    daemon = request.app[DAEMON_KEY]
+    body = await _read_object(request)
+    if isinstance(body, web.Response):
+        return body
+    try:
+        response = await agent_request(daemon, method, body)
+    except AgentUnavailable as exc:
+        return _error(409, "agent-unavailable", str(exc))
+    if not response.ok:
+        return _error(400, "refused", str(response.result))
+    return web.json_response(response.result)
+
+
+async def post_vm_exec(request: web.Request) -> web.Response:
+    return await _agent_call(request, "exec")
+
+
+async def post_vm_kill(request: web.Request) -> web.Response:
+    return await _agent_call(request, "kill")
+
+
 async def get_events(request: web.Request) -> web.StreamResponse:
     daemon = request.app[DAEMON_KEY]
     response = web.StreamResponse(
@@ -157,6 +233,8 @@ def make_app(daemon: Daemon) -> web.Application:
     app.router.add_post("/v1/restart", post_restart)
     app.router.add_post("/v1/shutdown", post_shutdown)
     app.router.add_get("/v1/events", get_events)
+    app.router.add_post("/v1/vm/exec", post_vm_exec)
+    app.router.add_post("/v1/vm/kill", post_vm_kill)
     return app
 
 

@@ -30,10 +30,12 @@ from proxy.wire import (
     StreamRequest,
 )
 from proxy.wire import Listener as WireListener
+from vm.agent.commands import CommandError, Commands
 from vm.agent.requests import STREAM_REQUEST_TIMEOUT, PendingStreams
 from vm.transport.address import TransportAddress
 from vm.transport.control_requests import OPEN, RequestTracker, parse_open, refusal
 from vm.transport.datagram_stream import StreamFlowUpstream
+from vm.transport.mux_link import GuestMuxLink
 from vm.transport.targets import TargetError, connect_target, listening_now, relay_stream
 from vm.transport.wire_socket import WireSocket, accept_wire
 
@@ -64,6 +66,8 @@ class Agent:
         self.watcher = ListenerWatcher(self._on_vm_change, exclude=self.mirrors.own_inodes)
         self._tasks: set[asyncio.Task[None]] = set()
         self._listener: socket.socket | None = None
+        self._mux_link: GuestMuxLink | None = None
+        self.commands = Commands()
         self._control_lock = asyncio.Lock()
         self.stopped = asyncio.Event()
 
@@ -72,8 +76,12 @@ class Agent:
     async def start(self) -> None:
         loop = asyncio.get_running_loop()
         await self.watcher.start()
-        self._listener = self.address.listen()
-        loop.add_reader(self._listener.fileno(), self._on_acceptable)
+        if self.address.multiplexed:  # streams arrive over one virtio-serial port
+            self._mux_link = GuestMuxLink(self.address.path, self._on_stream_socket)
+            await self._mux_link.start()
+        else:
+            self._listener = self.address.listen()
+            loop.add_reader(self._listener.fileno(), self._on_acceptable)
         log.info("agent listening on %s", self.address)
 
     async def stop(self) -> None:
@@ -81,6 +89,9 @@ class Agent:
         if self._listener is not None:
             loop.remove_reader(self._listener.fileno())
             self._listener.close()
+        if self._mux_link is not None:
+            await self._mux_link.close()
+        await self.commands.close()
         await self.mirrors.close()
         await self.watcher.stop()
         for task in list(self._tasks):
@@ -107,6 +118,10 @@ class Agent:
                 return
             sock.setblocking(False)
             self._spawn(self._serve_connection(sock))
+
+    def _on_stream_socket(self, sock: socket.socket, _header: bytes) -> None:
+        """A stream the daemon opened over the multiplexer: served like an accepted socket."""
+        self._spawn(self._serve_connection(sock))
 
     async def _serve_connection(self, sock: socket.socket) -> None:
         try:
@@ -150,7 +165,7 @@ class Agent:
                 elif isinstance(event, Request) and event.method == OPEN:
                     self._spawn(self._serve_open_request(wire, event))
                 elif isinstance(event, Request):
-                    await wire.send(await self._answer(event))
+                    self._spawn(self._answer_on(wire, event))  # exec may take seconds
                 elif isinstance(event, Response):
                     handed = wire.take_fd() if self.requests.expects_socket(event) else None
                     self.requests.resolve(event, handed)
@@ -175,7 +190,19 @@ class Agent:
             self.host_listeners.add((item.proto, item.host, item.port))
         await self.mirrors.set_remote(self.host_listeners)
 
+    async def _answer_on(self, wire: WireSocket, request: Request) -> None:
+        response = await self._answer(request)
+        with contextlib.suppress(ProtocolError, OSError):
+            await wire.send(response)
+
     async def _answer(self, request: Request) -> Response:
+        if request.method in ("exec", "kill"):
+            try:
+                if request.method == "exec":
+                    return Response(request.id, True, await self.commands.exec(request.params))
+                return Response(request.id, True, self.commands.kill(request.params))
+            except CommandError as exc:
+                return Response(request.id, False, str(exc))
         if request.method == "ping":
             return Response(request.id, True, "pong")
         if request.method == "mirrors":

@@ -41,6 +41,10 @@ OPTIONAL_MODULES: tuple[str, ...] = (
     "evdev",
     "virtio_rng",
     "vmw_vsock_virtio_transport",
+    # The agent lists the VM's listeners with sock_diag (TCP and UDP, IPv4 and IPv6).
+    "inet_diag",
+    "tcp_diag",
+    "udp_diag",
 )
 DEBIAN_KERNEL_META = "linux-image-amd64"
 BUSYBOX_PACKAGE = "busybox-static"

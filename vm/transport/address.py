@@ -1,9 +1,17 @@
-"""Transport addresses: ``unix:PATH``, ``tcp:HOST:PORT`` and ``vsock:CID:PORT``."""
+"""Transport addresses: ``unix:PATH``, ``tcp:HOST:PORT``, ``vsock:CID:PORT`` and ``virtio:...``.
+
+``virtio:`` is the virtio-serial multiplexer: on the host ``virtio:/path/agent.sock`` (QEMU's
+chardev socket; ``connect()`` opens a multiplexed stream), in the guest ``virtio:PORT-NAME``
+or ``virtio:/dev/vportNpM`` (the agent serves it with :class:`vm.transport.mux_link.GuestMuxLink`
+instead of ``listen()``). A stream there is the local end of a socketpair, so the code above
+works on sockets as with the other kinds.
+"""
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import errno
 import os
 import socket
 from dataclasses import dataclass
@@ -11,8 +19,11 @@ from typing import Literal
 
 from proxy.addresses import AddressError, parse_endpoint
 
-Kind = Literal["unix", "tcp", "vsock"]
-_FORMS = "use unix:/path/agent.sock, tcp:HOST:PORT or vsock:CID:PORT (CID may be ANY)"
+Kind = Literal["unix", "tcp", "vsock", "virtio"]
+_FORMS = (
+    "use unix:/path/agent.sock, tcp:HOST:PORT, vsock:CID:PORT (CID may be ANY), or "
+    "virtio:/path/chardev.sock (host) and virtio:PORT-NAME (guest)"
+)
 
 
 @dataclass(frozen=True)
@@ -33,6 +44,8 @@ class TransportAddress:
             return f"unix:{self.path}"
         if self.kind == "vsock":
             return f"vsock:{self.cid}:{self.port}"
+        if self.kind == "virtio":
+            return f"virtio:{self.path}"
         host = f"[{self.host}]" if ":" in self.host else self.host
         return f"tcp:{host}:{self.port}"
 
@@ -51,7 +64,14 @@ class TransportAddress:
             return (self.cid, self.port)
         return (self.host, self.port)
 
+    @property
+    def multiplexed(self) -> bool:
+        """Streams share one byte stream (virtio-serial): accept them with a GuestMuxLink."""
+        return self.kind == "virtio"
+
     def listen(self, backlog: int = 512) -> socket.socket:
+        if self.kind == "virtio":
+            raise OSError(errno.EINVAL, f"{self} is a multiplexed port: serve it with GuestMuxLink")
         sock = self._socket()
         try:
             if self.kind == "unix":
@@ -74,6 +94,10 @@ class TransportAddress:
         return sock
 
     async def connect(self, timeout: float = 5.0) -> socket.socket:
+        if self.kind == "virtio":
+            from vm.transport.mux_link import host_link
+
+            return await host_link(self.path).open_socket(timeout=timeout)
         loop = asyncio.get_running_loop()
         sock = self._socket()
         sock.setblocking(False)
@@ -107,4 +131,6 @@ def parse_transport(text: str) -> TransportAddress:
         if not (sep and cid_text.isdigit() and port_text.isdigit()):
             raise AddressError(f"bad vsock address {text!r}: {_FORMS}")
         return TransportAddress("vsock", cid=int(cid_text), port=int(port_text))
+    if kind == "virtio":
+        return TransportAddress("virtio", path=rest)
     raise AddressError(f"bad transport address {text!r}: unknown kind {kind!r}; {_FORMS}")

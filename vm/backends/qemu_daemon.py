@@ -1,0 +1,197 @@
+"""The daemon's QEMU backend (``VmBackend: "qemu"``): boot the micro-VM with the agent in it.
+
+The agent starts at boot as the VM's one command and serves the daemon over the
+virtio-serial multiplexer (``virtio:`` transport; the host end is QEMU's chardev socket). On
+a host with ``/dev/vhost-vsock`` it listens on AF_VSOCK instead, one connection per stream
+(``transport: "auto"`` picks it; this path is not exercised on hosts without vhost-vsock).
+
+``VmOptions`` read here (all optional)::
+
+    memory_mib       guest memory, MiB (default 1024)
+    cpus             virtual CPUs (default 2)
+    accel            "auto" (probe KVM, fall back to TCG), "kvm" or "tcg"
+    kernel           a bzImage to boot instead of Debian's kernel
+    modules_dir      its lib/modules/<version> folder
+    image_cache_dir  where kernels and initramfs images are kept (default STATE/vm/images)
+    boot_timeout     seconds to wait for the guest to start the agent (default 90)
+    stop_timeout     seconds ``down`` waits for a power-off before killing QEMU (default 15)
+    transport        "auto", "virtio" (serial multiplexer) or "vsock"
+
+The serial console goes to ``STATE/vm/qemu/console.log``. A VM that dies on its own is
+reported by ``restart_agent`` as an error carrying QEMU's account and the console's last
+lines for ``RESTART_HOLD`` seconds, then booted again (the daemon's link then reconnects
+and the mirrors come back).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import random
+import shlex
+import site
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+from proxy.wire import load_or_create_secret
+from vm.backends.netns import VMError
+from vm.backends.qemu import QemuConfig, QemuError, QemuExit, QemuVM, default_visible_paths
+from vm.transport.address import TransportAddress
+from vm.transport.mux_link import close_host_link
+from vm.virtio_port import AGENT_PORT_NAME
+
+VSOCK_PORT = 5123
+VSOCK_CID_ANY = 0xFFFFFFFF
+VHOST_VSOCK = Path("/dev/vhost-vsock")
+RESTART_HOLD = 5.0  # seconds a crash stays visible as an error before the VM boots again
+_KNOWN: dict[str, type | tuple[type, ...]] = {
+    "memory_mib": int,
+    "cpus": int,
+    "accel": str,
+    "kernel": str,
+    "modules_dir": str,
+    "image_cache_dir": str,
+    "boot_timeout": (int, float),
+    "stop_timeout": (int, float),
+    "transport": str,
+}
+
+
+def vsock_usable() -> bool:
+    """The host can give the guest a vsock device (vhost-vsock loaded and ours to open)."""
+    return VHOST_VSOCK.exists() and os.access(VHOST_VSOCK, os.R_OK | os.W_OK)
+
+
+def _python_path() -> str:
+    """The guest runs the host's Python with -S (site.py costs seconds under TCG), so the
+    packages it needs come by PYTHONPATH: hostnet's source root and the site-packages."""
+    root = Path(__file__).resolve().parents[2]
+    entries = [str(root), *site.getsitepackages()]
+    return ":".join(dict.fromkeys(entries))
+
+
+def check_options(options: dict[str, Any]) -> dict[str, Any]:
+    """The options, type-checked; VMError naming the bad one and the fix."""
+    for key, value in options.items():
+        wanted = _KNOWN.get(key)
+        if wanted is None:
+            raise VMError(
+                f"VmOptions has {key!r}, which the qemu backend does not know; it reads "
+                f"{', '.join(sorted(_KNOWN))}"
+            )
+        if not isinstance(value, wanted) or isinstance(value, bool):
+            raise VMError(
+                f"VmOptions {key}={value!r} has the wrong type: set it with "
+                f"`hostnet settings set VmOptions '{{\"{key}\": ...}}'`"
+            )
+    transport = options.get("transport", "auto")
+    if transport not in ("auto", "virtio", "vsock"):
+        raise VMError(f'VmOptions transport={transport!r}: use "auto", "virtio" or "vsock"')
+    accel = options.get("accel", "auto")
+    if accel not in ("auto", "kvm", "tcg"):
+        raise VMError(f'VmOptions accel={accel!r}: use "auto", "kvm" or "tcg"')
+    return options
+
+
+class QemuBackend:
+    """Backend protocol (app/daemon/vm_backend.py) for a QEMU micro-VM."""
+
+    name = "qemu"
+
+    def __init__(self, vm_dir: Path, options: dict[str, Any]) -> None:
+        self.options = check_options(dict(options))
+        self.vm_dir = vm_dir / "qemu"
+        self.share_dir = self.vm_dir / "share"
+        self.secret_file = self.share_dir / "secret"
+        transport = self.options.get("transport", "auto")
+        self.use_vsock = transport == "vsock" or (transport == "auto" and vsock_usable())
+        self.cid = random.randint(3, 0x7FFFFFFF) if self.use_vsock else 0
+        self.vm = QemuVM(self._config())
+        self.crashed: QemuExit | None = None
+        self._crashed_at = 0.0
+        self._hold = RESTART_HOLD
+
+    def _config(self) -> QemuConfig:
+        opts = self.options
+        cache = opts.get("image_cache_dir")
+        listen = (
+            f"vsock:{VSOCK_CID_ANY}:{VSOCK_PORT}" if self.use_vsock else f"virtio:{AGENT_PORT_NAME}"
+        )
+        agent = [
+            sys.executable, "-S", "-m", "vm.agent",
+            "--listen", listen, "--secret-file", "/run/hostnet/secret",
+        ]  # fmt: skip
+        # The secret is copied to the guest's own tmpfs: there it belongs to the guest's root,
+        # whatever host user owns the shared folder.
+        script = (
+            "umask 077 && mkdir -p /run/hostnet && "
+            f"cat {shlex.quote(str(self.secret_file))} > /run/hostnet/secret && "
+            f"exec {shlex.join(agent)}"
+        )
+        extra: list[str] = []
+        if self.use_vsock:
+            extra = ["-device", f"vhost-vsock-pci,guest-cid={self.cid}"]
+        return QemuConfig(
+            vm_dir=self.vm_dir,
+            command=["/bin/sh", "-c", script],
+            env={"PYTHONPATH": _python_path()},
+            image_cache_dir=Path(cache) if cache else None,
+            kernel=Path(opts["kernel"]) if "kernel" in opts else None,
+            modules_dir=Path(opts["modules_dir"]) if "modules_dir" in opts else None,
+            accel=opts.get("accel", "auto"),
+            memory_mib=opts.get("memory_mib", 1024),
+            cpus=opts.get("cpus", 2),
+            boot_timeout=float(opts.get("boot_timeout", 90.0)),
+            visible_paths=default_visible_paths(),
+            extra_args=extra,
+        )
+
+    @property
+    def address(self) -> TransportAddress:
+        if self.use_vsock:
+            return TransportAddress("vsock", cid=self.cid, port=VSOCK_PORT)
+        return TransportAddress("virtio", path=str(self.vm.serial_socket_path))
+
+    # -- Backend ---------------------------------------------------------------------------
+
+    async def up(self) -> tuple[TransportAddress, bytes]:
+        """Boot the VM unless it runs; where the agent is and the secret it checks."""
+        self.share_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
+        secret = load_or_create_secret(self.secret_file)
+        if not self.vm.running:
+            try:
+                await self.vm.start()
+            except QemuError as exc:
+                raise VMError(f"{exc}\n(console log: {self.vm.console_log_path})") from None
+            self.crashed = None
+        return self.address, secret
+
+    async def down(self) -> None:
+        """Power off (ACPI: the agent gets SIGTERM), then quit and kill after the timeout."""
+        if not self.use_vsock:
+            await close_host_link(str(self.vm.serial_socket_path))
+        if self.vm.running:
+            await self.vm.stop(timeout=float(self.options.get("stop_timeout", 15.0)))
+
+    async def agent_alive(self) -> bool:
+        """The agent is the VM's one command: the VM runs exactly as long as it does."""
+        return self.vm.running
+
+    async def restart_agent(self) -> None:
+        """After a crash: report it (VMError) for a while, then boot the VM again."""
+        ended = self.vm.exit
+        if ended is not None and not ended.requested:
+            if self.crashed is not ended:
+                self.crashed, self._crashed_at = ended, time.monotonic()
+            if time.monotonic() - self._crashed_at < self._hold:
+                raise VMError(
+                    f"the VM stopped: {ended.describe()}\n(console log: "
+                    f"{self.vm.console_log_path}; booting it again in {self._hold:.0f}s)"
+                )
+            self._hold = min(self._hold * 2, 120.0)  # a VM that keeps crashing: back off
+        with contextlib.suppress(Exception):
+            if self.vm.running:
+                await self.vm.stop(timeout=5)
+        await self.up()
