@@ -68,6 +68,10 @@ class CopyPair:
         assert self.task is not None
         return await self.task
 
+    def on_done(self, callback: Callable[[Outcome], None]) -> None:
+        assert self.task is not None
+        self.task.add_done_callback(lambda task: callback(task.result()))
+
     async def _run(self) -> Outcome:
         inbound = self.loop.create_task(
             _copy(self.loop, self.client, self.upstream, self.on_bytes_in)

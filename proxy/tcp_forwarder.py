@@ -67,6 +67,7 @@ def open_listener(endpoint: Endpoint, backlog: int = 1024) -> socket.socket:
         if endpoint.family == socket.AF_INET6:
             sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)
         sock.bind(endpoint.sockaddr)
+        tune(sock)  # accepted sockets inherit TCP_NODELAY and keepalive from the listener
         sock.listen(backlog)
         sock.setblocking(False)
     except OSError as exc:
@@ -114,20 +115,31 @@ async def connect_socket(
         raise OSError(error, os.strerror(error))
 
 
-def tcp_connector(target: Endpoint, timeout: float = CONNECT_TIMEOUT) -> Connector:
-    """A connector that opens a plain TCP connection to ``target``."""
+class TcpTarget:
+    """A connector to one fixed TCP ``target``.
 
-    async def connect(_client: tuple[str, int]) -> socket.socket:
-        sock = socket.socket(target.family, socket.SOCK_STREAM)
+    The forwarder recognises it and connects with callbacks instead of a task per
+    connection, which is most of what a short relayed connection costs in Python.
+    """
+
+    def __init__(self, target: Endpoint, timeout: float = CONNECT_TIMEOUT) -> None:
+        self.target = target
+        self.timeout = timeout
+
+    async def __call__(self, _client: tuple[str, int]) -> socket.socket:
+        sock = socket.socket(self.target.family, socket.SOCK_STREAM)
         sock.setblocking(False)
         try:
-            await connect_socket(sock, target.sockaddr, timeout)
+            await connect_socket(sock, self.target.sockaddr, self.timeout)
         except BaseException:
             sock.close()
             raise
         return sock
 
-    return connect
+
+def tcp_connector(target: Endpoint, timeout: float = CONNECT_TIMEOUT) -> Connector:
+    """A connector that opens a plain TCP connection to ``target``."""
+    return TcpTarget(target, timeout)
 
 
 class TcpForwarder:
@@ -151,6 +163,7 @@ class TcpForwarder:
         self._loop: asyncio.AbstractEventLoop | None = None
         self._pairs: set[SplicePair | CopyPair] = set()
         self._tasks: set[asyncio.Task[None]] = set()
+        self._connecting: dict[int, tuple[socket.socket, socket.socket, asyncio.TimerHandle]] = {}
 
     @property
     def bound(self) -> Endpoint:
@@ -177,6 +190,14 @@ class TcpForwarder:
         if self._sock is not None and self._loop is not None:
             self._loop.remove_reader(self._sock.fileno())
             self._sock.close()
+        for fd, (client, upstream, timer) in list(self._connecting.items()):
+            if self._loop is not None:
+                self._loop.remove_writer(fd)
+            timer.cancel()
+            upstream.close()
+            abort(client)
+            self.counters.connections_open -= 1
+        self._connecting.clear()
         for task in list(self._tasks):
             task.cancel()
         for pair in list(self._pairs):
@@ -197,9 +218,72 @@ class TcpForwarder:
                 self.counters.note_error(f"accept failed: {exc.strerror}")
                 return
             conn.setblocking(False)
+            if isinstance(self.connector, TcpTarget):
+                self._connect_direct(conn, self.connector)
+                continue
             task = self._loop.create_task(self._serve(conn, address))
             self._tasks.add(task)
             task.add_done_callback(self._tasks.discard)
+
+    def _connect_direct(self, client: socket.socket, target: TcpTarget) -> None:
+        """Connect ``target`` for ``client`` with callbacks only (no task, no coroutine)."""
+        assert self._loop is not None
+        loop = self._loop
+        counters = self.counters
+        counters.connections_open += 1
+        counters.connections_total += 1
+        upstream = socket.socket(target.target.family, socket.SOCK_STREAM)
+        upstream.setblocking(False)
+        fd = upstream.fileno()
+
+        def fail(message: str) -> None:
+            counters.note_error(f"connect upstream failed: {message}")
+            counters.connections_open -= 1
+            self._connecting.pop(fd, None)
+            upstream.close()
+            abort(client)
+
+        def connected() -> None:
+            entry = self._connecting.pop(fd, None)
+            if entry is None:
+                return
+            loop.remove_writer(fd)
+            entry[2].cancel()
+            error = upstream.getsockopt(socket.SOL_SOCKET, socket.SO_ERROR)
+            if error:
+                fail(os.strerror(error))
+                return
+            self._start_pair(client, upstream)
+
+        def timed_out() -> None:
+            if self._connecting.get(fd) is not None:
+                loop.remove_writer(fd)
+                fail(f"timed out after {target.timeout:g} s")
+
+        try:
+            upstream.connect(target.target.sockaddr)
+        except BlockingIOError:
+            timer = loop.call_later(target.timeout, timed_out)
+            self._connecting[fd] = (client, upstream, timer)
+            loop.add_writer(fd, connected)
+            return
+        except OSError as exc:
+            fail(exc.strerror or str(exc))
+            return
+        self._start_pair(client, upstream)
+
+    def _start_pair(self, client: socket.socket, upstream: socket.socket) -> None:
+        """Relay an accepted client and its connected upstream until both are done."""
+        tune(upstream)
+        pair = self._make_pair(client, upstream)
+        self._pairs.add(pair)
+
+        def finished(_done: object) -> None:
+            self._pairs.discard(pair)
+            self.counters.connections_open -= 1
+
+        pair.start()
+        pair.on_done(finished)
 
     async def _serve(self, client: socket.socket, address: tuple[str, int]) -> None:
         counters = self.counters
@@ -215,8 +299,7 @@ class TcpForwarder:
                 counters.note_error(f"connect upstream failed: {exc}")
                 abort(client)
                 return
-            tune(client)
-            tune(upstream)
+            tune(upstream)  # the client inherited the listener's options
             pair = self._make_pair(client, upstream)
             self._pairs.add(pair)
             try:
@@ -238,5 +321,10 @@ class TcpForwarder:
             self.counters.bytes_out += n
 
         if self.use_splice:
-            return SplicePair(client, upstream, count_in, count_out)
+            try:
+                return SplicePair(client, upstream, count_in, count_out)
+            except OSError as exc:
+                # No descriptors for the pipes (EMFILE, ENFILE): copying through user space
+                # needs none, and the connection must neither leak nor hang.
+                self.counters.note_error(f"no splice pipes ({exc.strerror}); copying instead")
         return CopyPair(client, upstream, count_in, count_out)

@@ -205,6 +205,7 @@ class SplicePair:
         self.client = client
         self.upstream = upstream
         self.done: asyncio.Future[Outcome] = self.loop.create_future()
+        self._callbacks: list[Callable[[Outcome], None]] = []
         self.closed = False
         self.open_directions = 2
         inbound = _Direction(self.loop, client, upstream, on_bytes_in, self._direction_finished)
@@ -223,6 +224,10 @@ class SplicePair:
 
     async def wait(self) -> Outcome:
         return await self.done
+
+    def on_done(self, callback: Callable[[Outcome], None]) -> None:
+        """Call ``callback(outcome)`` as soon as the pair closes (no task needed)."""
+        self._callbacks.append(callback)
 
     def _direction_finished(self, direction: _Direction, outcome: Outcome) -> None:
         if self.closed:
@@ -248,6 +253,8 @@ class SplicePair:
             abort(self.upstream)
         if not self.done.done():
             self.done.set_result(outcome)
+        for callback in self._callbacks:
+            callback(outcome)
 
     def cancel(self) -> None:
         """Tear the connection down now (forwarder stopping): both sides get a reset."""
