@@ -5,10 +5,8 @@ from __future__ import annotations
 import argparse
 import os
 import sys
-import time
 
 from app.commands.vm_install_agent import register_install_agent
-from app.control_client import ControlClient, ControlError, DaemonUnavailable
 from app.paths import user_paths
 from vm.backends.netns import NetnsVM, VMError
 
@@ -22,6 +20,11 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     down = actions.add_parser("down", help="stop the VM (and the daemon using it)")
     down.set_defaults(func=run_down)
     exec_ = actions.add_parser("exec", help="run a command inside the VM: vm exec -- CMD ...")
+    exec_.add_argument(
+        "--detach",
+        action="store_true",
+        help="start the command in the background and print its pid (qemu and attach VMs)",
+    )
     exec_.add_argument("command", nargs=argparse.REMAINDER, metavar="-- CMD")
     exec_.set_defaults(func=run_exec)
     register_install_agent(actions)
@@ -51,15 +54,9 @@ def run_up(args: argparse.Namespace) -> int:
 
 
 def run_down(args: argparse.Namespace) -> int:
-    paths = user_paths()
-    client = ControlClient(paths.control_socket)
-    try:
-        client.call("POST", "/v1/shutdown")
-        deadline = time.monotonic() + 10
-        while paths.control_socket.exists() and time.monotonic() < deadline:
-            time.sleep(0.05)
-    except (DaemonUnavailable, ControlError):
-        pass
+    from app.commands.vm_qemu import stop_qemu
+
+    stop_qemu(user_paths())  # the daemon stops (a QEMU VM powers off with it)
     _netns().down()
     print("VM down")
     return 0
@@ -71,6 +68,15 @@ def run_exec(args: argparse.Namespace) -> int:
         command = command[1:]
     if not command:
         print("hostnet vm exec: name a command: hostnet vm exec -- CMD [ARGS...]", file=sys.stderr)
+        return 2
+    from app.commands.vm_qemu import daemon_status, exec_through_agent
+
+    paths = user_paths()
+    status = daemon_status(paths)
+    if status is not None and status["vm"]["backend"] in ("qemu", "attach"):
+        return exec_through_agent(paths, command, args.detach)
+    if args.detach:
+        print("hostnet vm exec: --detach needs a qemu or attach VM", file=sys.stderr)
         return 2
     try:
         argv = _netns().exec_command(command)
