@@ -1,0 +1,105 @@
+"""The connection-rate load of :mod:`tests.bench.conn_rate`, on any address, for the full path.
+
+The full-path benchmark needs the server on a wildcard address (reached both through the
+mirror on 127.0.0.1 and directly over the veth) and the client aimed at a veth address, run
+on either side of the namespace (``ip netns exec NS python -m tests.bench.vm_conn_rate ...``).
+
+``serve --host H --port P`` answers each connection's first byte with one byte and closes.
+``client --host H --port P --seconds S --concurrency N`` prints the same JSON as
+:mod:`tests.bench.conn_rate`'s client.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import json
+import sys
+import time
+
+from tests.bench.conn_rate import OneByteClient, OneByteServer
+
+try:
+    import uvloop
+except ImportError:  # pragma: no cover - uvloop is a dependency on Linux
+    uvloop = None  # type: ignore[assignment]
+
+
+async def serve(host: str, port: int) -> None:
+    loop = asyncio.get_running_loop()
+    server = await loop.create_server(OneByteServer, host, port, backlog=4096, reuse_address=True)
+    async with server:
+        await server.serve_forever()
+
+
+async def one_connection(loop: asyncio.AbstractEventLoop, host: str, port: int) -> None:
+    replied: asyncio.Future[None] = loop.create_future()
+    await loop.create_connection(lambda: OneByteClient(replied), host, port)
+    await asyncio.wait_for(replied, 10)
+
+
+async def client(
+    host: str, port: int, seconds: float, concurrency: int, warmup: float
+) -> dict[str, float]:
+    loop = asyncio.get_running_loop()
+    start = time.perf_counter() + warmup
+    end = start + seconds
+    latencies: list[float] = []
+    errors = 0
+
+    async def worker() -> None:
+        nonlocal errors
+        while True:
+            began = time.perf_counter()
+            if began >= end:
+                return
+            try:
+                await one_connection(loop, host, port)
+            except (OSError, TimeoutError, ConnectionError):
+                errors += 1
+                await asyncio.sleep(0.01)
+                continue
+            if began >= start:
+                latencies.append(time.perf_counter() - began)
+
+    await asyncio.gather(*(worker() for _ in range(concurrency)))
+    latencies.sort()
+    count = len(latencies)
+    if not count:
+        raise SystemExit(f"no connection to {host}:{port} completed ({errors} errors)")
+    return {
+        "connections": count,
+        "seconds": seconds,
+        "per_second": count / seconds,
+        "p50_ms": latencies[count // 2] * 1e3,
+        "p99_ms": latencies[min(count - 1, int(count * 0.99))] * 1e3,
+        "errors": errors,
+    }
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(prog="python -m tests.bench.vm_conn_rate")
+    sub = parser.add_subparsers(dest="mode", required=True)
+    serve_parser = sub.add_parser("serve")
+    serve_parser.add_argument("--host", required=True)
+    serve_parser.add_argument("--port", type=int, required=True)
+    client_parser = sub.add_parser("client")
+    client_parser.add_argument("--host", required=True)
+    client_parser.add_argument("--port", type=int, required=True)
+    client_parser.add_argument("--seconds", type=float, default=3.0)
+    client_parser.add_argument("--concurrency", type=int, default=32)
+    client_parser.add_argument("--warmup", type=float, default=0.3)
+    args = parser.parse_args()
+    run = uvloop.run if uvloop is not None else asyncio.run
+    if args.mode == "serve":
+        with contextlib.suppress(KeyboardInterrupt):
+            run(serve(args.host, args.port))
+        return 0
+    result = run(client(args.host, args.port, args.seconds, args.concurrency, args.warmup))
+    json.dump(result, sys.stdout)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
