@@ -102,7 +102,6 @@ async def test_bytes_exact_and_half_close_both_ways(pair: Pair) -> None:
 async def test_a_stalled_reader_stops_only_its_own_stream(pair: Pair) -> None:
     """The guest never reads stream A: A stops at its window, B moves 8 MiB meanwhile, and
     nothing buffers more than a window plus the high-water mark; A resumes when read."""
-    loop = asyncio.get_running_loop()
     a_host, a_guest = await pair.open()
     a_payload = os.urandom(4 << 20)
     a_sender = asyncio.create_task(send_all(a_host, a_payload))
@@ -181,6 +180,7 @@ async def test_host_link_reconnects_when_the_chardev_socket_drops(tmp_path: Path
     listener.setblocking(False)
     loop = asyncio.get_running_loop()
     guests: list[tuple[socket.socket, MuxSession]] = []
+    echoes: set[asyncio.Task[None]] = set()
 
     def echo(sock: socket.socket, _header: bytes) -> None:
         async def run() -> None:
@@ -188,7 +188,9 @@ async def test_host_link_reconnects_when_the_chardev_socket_drops(tmp_path: Path
             await send_all(sock, b"echo:" + data)
             sock.close()
 
-        loop.create_task(run())
+        task = loop.create_task(run())
+        echoes.add(task)
+        task.add_done_callback(echoes.discard)
 
     async def serve_one() -> None:
         conn, _ = await loop.sock_accept(listener)

@@ -129,8 +129,12 @@ def test_vm_server_reachable_on_host(daemon: RunningDaemon, proto: str, vm_bind:
     pid = vm_server(daemon, proto, vm_bind, port)
     try:
         for host in ("127.0.0.1", "::1"):
+
+            def mirrored(h: str = host) -> bool:
+                return daemon.port_state("vm-to-host", proto, port, h) == "active"
+
             wait_for(
-                lambda h=host: daemon.port_state("vm-to-host", proto, port, h) == "active",
+                mirrored,
                 30,
                 f"the host mirror of VM {proto} {port} on {host}",
             )
@@ -150,8 +154,12 @@ def test_host_server_reachable_from_vm(daemon: RunningDaemon, proto: str, host_b
     server = start_server([], proto, host_bind, port)
     try:
         for target in ("127.0.0.1", "::1"):
+
+            def mirrored(t: str = target) -> bool:
+                return daemon.port_state("host-to-vm", proto, port, t) == "active"
+
             wait_for(
-                lambda t=target: daemon.port_state("host-to-vm", proto, port, t) == "active",
+                mirrored,
                 30,
                 f"the VM mirror of host {proto} {port} on {target}",
             )
