@@ -74,7 +74,9 @@ def serve(read, write):
             for _ in range(n):
                 write(read(1))
 """
-GUEST_RAW = GUEST_COMMON + r"""
+GUEST_RAW = (
+    GUEST_COMMON
+    + r"""
 from vm.virtio_port import find_virtio_port
 fd = os.open(find_virtio_port(sys.argv[1], timeout=10), os.O_RDWR)
 def read(n):
@@ -90,7 +92,10 @@ def write(data):
 while True:
     serve(read, write)
 """
-GUEST_TCP = GUEST_COMMON + r"""
+)
+GUEST_TCP = (
+    GUEST_COMMON
+    + r"""
 s = socket.socket(); s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
 s.bind(("127.0.0.1", int(sys.argv[1]))); s.listen(256)
 def one(c):
@@ -100,6 +105,7 @@ while True:
     c, _ = s.accept()
     threading.Thread(target=one, args=(c,), daemon=True).start()
 """
+)
 
 
 class RawPort:
@@ -258,12 +264,23 @@ async def _measure() -> list[dict[str, Any]]:
             await link.stop()
             await backend.down()
     tag = f"(virtio-serial, {accel})"
+    raw = "raw virtio-serial port"
+    rows = [
+        ("mux throughput host->VM", "mux-in", "MB/s", raw, "raw-in"),
+        ("mux throughput VM->host", "mux-out", "MB/s", raw, "raw-out"),
+        ("mux 1-byte round trips on one stream", "mux-rtt", "round trips/s", raw, "raw-rtt"),
+        (
+            "mux new streams (open, 1 byte each way, close)",
+            "mux-conn",
+            "connections/s",
+            "raw port 1-byte round trips/s",
+            "raw-rtt",
+        ),
+    ]
     return [
-        figure(f"mux throughput host->VM {tag}", figures["mux-in"], "MB/s", "raw virtio-serial port", figures["raw-in"]),
-        figure(f"mux throughput VM->host {tag}", figures["mux-out"], "MB/s", "raw virtio-serial port", figures["raw-out"]),
-        figure(f"mux 1-byte round trips on one stream {tag}", figures["mux-rtt"], "round trips/s", "raw virtio-serial port", figures["raw-rtt"]),
-        figure(f"mux new streams (open, 1 byte each way, close) {tag}", figures["mux-conn"], "connections/s", "raw port round trips/s", figures["raw-rtt"]),
-    ]  # fmt: skip
+        figure(f"{name} {tag}", figures[key], unit, base, figures[base_key])
+        for name, key, unit, base, base_key in rows
+    ]
 
 
 def run() -> list[dict[str, Any]]:
