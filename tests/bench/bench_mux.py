@@ -264,11 +264,11 @@ async def _measure() -> list[dict[str, Any]]:
             await link.stop()
             await backend.down()
     tag = f"(virtio-serial, {accel})"
-    raw = "raw virtio-serial port"
+    port_route = "raw virtio-serial port"
     rows = [
-        ("mux throughput host->VM", "mux-in", "MB/s", raw, "raw-in"),
-        ("mux throughput VM->host", "mux-out", "MB/s", raw, "raw-out"),
-        ("mux 1-byte round trips on one stream", "mux-rtt", "round trips/s", raw, "raw-rtt"),
+        ("mux throughput host->VM", "mux-in", "MB/s", port_route, "raw-in"),
+        ("mux throughput VM->host", "mux-out", "MB/s", port_route, "raw-out"),
+        ("mux 1-byte round trips on one stream", "mux-rtt", "round trips/s", port_route, "raw-rtt"),
         (
             "mux new streams (open, 1 byte each way, close)",
             "mux-conn",
