@@ -26,6 +26,7 @@ Connector = Callable[[tuple[str, int]], Awaitable[socket.socket]]
 SPLICE_AVAILABLE = sys.platform == "linux" and hasattr(os, "splice")
 CONNECT_TIMEOUT = 10.0
 ACCEPTS_PER_WAKEUP = 64
+ACCEPT_PAUSE = 0.05
 KEEPALIVE_IDLE = 60
 
 
@@ -214,8 +215,10 @@ class TcpForwarder:
             except BlockingIOError:
                 return
             except OSError as exc:
-                # EMFILE and friends: say so, keep listening; the backlog holds the rest.
+                # EMFILE and friends: say so and pause accepting for a moment (the listener
+                # stays readable, so waiting on it now would spin); the backlog holds the rest.
                 self.counters.note_error(f"accept failed: {exc.strerror}")
+                self._pause_accepting()
                 return
             conn.setblocking(False)
             if isinstance(self.connector, TcpTarget):
@@ -225,14 +228,30 @@ class TcpForwarder:
             self._tasks.add(task)
             task.add_done_callback(self._tasks.discard)
 
+    def _pause_accepting(self) -> None:
+        assert self._sock is not None and self._loop is not None
+        loop, fd = self._loop, self._sock.fileno()
+        loop.remove_reader(fd)
+
+        def resume() -> None:
+            if self._sock is not None and self._sock.fileno() == fd:
+                loop.add_reader(fd, self._on_acceptable)
+
+        loop.call_later(ACCEPT_PAUSE, resume)
+
     def _connect_direct(self, client: socket.socket, target: TcpTarget) -> None:
         """Connect ``target`` for ``client`` with callbacks only (no task, no coroutine)."""
         assert self._loop is not None
         loop = self._loop
         counters = self.counters
-        counters.connections_open += 1
         counters.connections_total += 1
-        upstream = socket.socket(target.target.family, socket.SOCK_STREAM)
+        try:
+            upstream = socket.socket(target.target.family, socket.SOCK_STREAM)
+        except OSError as exc:  # out of descriptors: refuse this one, keep the relay alive
+            counters.note_error(f"connect upstream failed: {exc.strerror}")
+            abort(client)
+            return
+        counters.connections_open += 1
         upstream.setblocking(False)
         fd = upstream.fileno()
 

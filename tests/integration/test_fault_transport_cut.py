@@ -26,7 +26,7 @@ from proxy.wire.secret import load_or_create_secret
 from tests.integration.daemon_fixture import RunningDaemon, start_daemon
 from tests.integration.vm_helpers import free_port, host_answer, wait_for
 from tests.reliability.figures import RECOVERY_LIMIT, record, time_until
-from tests.reliability.leaks import socket_count
+from tests.reliability.leaks import connection_socket_count as socket_count
 from vm.backends.netns import NetnsVM
 
 pytestmark = pytest.mark.skipif(os.geteuid() != 0, reason="named network namespaces need root")

@@ -26,6 +26,40 @@ def socket_count(pid: int) -> int:
     return count
 
 
+def _listening_inodes(pid: int) -> set[str]:
+    """Inodes of TCP sockets in LISTEN in the network namespace of ``pid``."""
+    inodes: set[str] = set()
+    for table in ("tcp", "tcp6"):
+        try:
+            lines = Path(f"/proc/{pid}/net/{table}").read_text().splitlines()[1:]
+        except OSError:
+            continue
+        for line in lines:
+            fields = line.split()
+            if len(fields) > 9 and fields[3] == "0A":
+                inodes.add(fields[9])
+    return inodes
+
+
+def connection_socket_count(pid: int) -> int:
+    """Sockets of ``pid`` that are not TCP listeners: mirrors come and go with the host's
+    own listeners (other programs), connections and streams must not leak."""
+    listening = _listening_inodes(pid)
+    count = 0
+    try:
+        names = os.listdir(f"/proc/{pid}/fd")
+    except OSError:
+        return 0
+    for name in names:
+        try:
+            target = os.readlink(f"/proc/{pid}/fd/{name}")
+        except OSError:
+            continue
+        if target.startswith("socket:[") and target[8:-1] not in listening:
+            count += 1
+    return count
+
+
 def fd_count(pid: int) -> int:
     try:
         return len(os.listdir(f"/proc/{pid}/fd"))

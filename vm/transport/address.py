@@ -69,7 +69,7 @@ class TransportAddress:
         """Streams share one byte stream (virtio-serial): accept them with a GuestMuxLink."""
         return self.kind == "virtio"
 
-    def listen(self, backlog: int = 512) -> socket.socket:
+    def listen(self, backlog: int = 4096) -> socket.socket:
         if self.kind == "virtio":
             raise OSError(errno.EINVAL, f"{self} is a multiplexed port: serve it with GuestMuxLink")
         sock = self._socket()

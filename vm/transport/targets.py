@@ -15,6 +15,7 @@ from collections.abc import Iterable
 from proxy.addresses import Endpoint
 from proxy.counters import ForwardCounters
 from proxy.listeners import Listener, Proto
+from proxy.tcp_copy import CopyPair
 from proxy.tcp_forwarder import tune
 from proxy.tcp_splice import SplicePair
 from proxy.udp_forwarder import connect_udp
@@ -84,7 +85,11 @@ async def relay_stream(
     def count_out(n: int) -> None:
         counters.bytes_out += n
 
-    pair = SplicePair(stream, target, count_in, count_out)
+    pair: SplicePair | CopyPair
+    try:
+        pair = SplicePair(stream, target, count_in, count_out)
+    except OSError:  # no descriptors left for pipes: copy through user space instead
+        pair = CopyPair(stream, target, count_in, count_out)
     pair.start()
     try:
         await pair.wait()
