@@ -35,7 +35,7 @@ from vm.transport.mux_pump import StreamPump
 
 log = logging.getLogger(__name__)
 
-READ_SIZE = 256 * 1024
+READ_SIZE = 64 * 1024  # larger reads allocate by mmap (slow, and slower still under TCG)
 WRITE_PULL = 64 * 1024  # one pull from data_to_send(): a few frames, so streams interleave
 DEFAULT_HIGH_WATER = 256 * 1024  # per-stream bytes queued in the mux before reading pauses
 
