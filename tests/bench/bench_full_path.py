@@ -55,6 +55,8 @@ DIRECT_TRIALS = max(10, TRIALS // 4)
 TRIAL_GAP = 0.05
 """Each step waits a random 0..50 ms first: a random phase against the 20 ms listener probe."""
 MIRROR_TIMEOUT = 10.0
+PROBE_TIMEOUT = 5.0
+"""The prober's own limit (tests.bench.vm_port_toggle --timeout); a trial past it counts as it."""
 
 
 @dataclass(frozen=True)
@@ -386,6 +388,8 @@ class Helper:
     def __init__(self, side: Side, role: str, host: str, port: int) -> None:
         argv = [tools.PYTHON, "-m", "tests.bench.vm_port_toggle", role, "--host", host]
         argv += ["--port", str(port)]
+        if role == "probe":
+            argv += ["--timeout", str(PROBE_TIMEOUT)]
         self.what = f"the {role} helper on the {side.name}"
         self.proc = subprocess.Popen(
             side.argv(argv),
@@ -432,11 +436,15 @@ class Helper:
 class Trials:
     """Seconds per trial from listen() to the prober's first connect (discovery) and from
     close() to its first refusal (release); a trial the prober gave up on counts as its
-    timeout (5 s). ``collisions``: opens whose bind first failed with EADDRINUSE."""
+    timeout (PROBE_TIMEOUT). ``collisions``: opens whose bind first failed with EADDRINUSE."""
 
     discovery: list[float] = field(default_factory=list)
     release: list[float] = field(default_factory=list)
     collisions: int = 0
+
+    @property
+    def timeouts(self) -> int:
+        return sum(value >= PROBE_TIMEOUT for value in self.discovery + self.release)
 
 
 def toggle_trials(listener: Helper, prober: Helper, trials: int) -> Trials:
@@ -450,12 +458,10 @@ def toggle_trials(listener: Helper, prober: Helper, trials: int) -> Trials:
             if len(answer) > 1 and int(answer[1]):
                 found.collisions += 1
             seen = prober.read()
-            getattr(found, step).append(
-                5.0 if seen == "timeout" else float(seen) - float(answer[0])
-            )
-    timeouts = sum(value >= 5.0 for value in found.discovery + found.release)
-    if timeouts > trials // 10:
-        raise tools.BenchError(f"{timeouts} of {2 * trials} discovery/release trials timed out")
+            took = PROBE_TIMEOUT if seen == "timeout" else float(seen) - float(answer[0])
+            getattr(found, step).append(took)
+    if found.timeouts > trials // 10:
+        raise tools.BenchError(f"{found.timeouts} of {2 * trials} trials timed out")
     return found
 
 
@@ -496,6 +502,18 @@ def discovery(vm: Vm, direction: Direction) -> list[dict[str, Any]]:
                     met=None if target is None else value <= limit * 1e3,
                 )
             )
+    rows.append(
+        figure(
+            f"full-path/{direction.name}/trials-over-{PROBE_TIMEOUT:.0f}s/hostnet ({2 * TRIALS})",
+            measured["hostnet"].timeouts,
+            "trials",
+            f"full-path/{direction.name}/trials-over-{PROBE_TIMEOUT:.0f}s/direct "
+            f"({2 * DIRECT_TRIALS})",
+            measured["direct"].timeouts,
+            target="0",
+            met=measured["hostnet"].timeouts == 0,
+        )
+    )
     # A server restarted in under ~50 ms can find its port taken by the other side's mirror
     # of this side's own mirror (a mirror of a mirror): each such bind had to be retried.
     rows.append(
