@@ -65,7 +65,8 @@ def run_qemu_up(args: argparse.Namespace) -> int:
         status = daemon_status(paths)
         if status is not None:
             vm = status["vm"]
-            if vm["state"] == "up":
+            forwarding = status["state"] == "on"  # then the daemon keeps an agent link
+            if vm["state"] == "up" and (not forwarding or status["agent"]["state"] == "connected"):
                 print(f"VM up (qemu); console log {console}")
                 return 0
             if vm["state"] == "error":
