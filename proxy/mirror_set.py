@@ -12,6 +12,7 @@ import asyncio
 import errno
 import logging
 import socket
+import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 
@@ -24,6 +25,8 @@ from proxy.udp_forwarder import UdpForwarder
 log = logging.getLogger(__name__)
 
 RETRY_INTERVAL = 1.0
+CLOSED_GRACE = 2.0
+"""Seconds a closed mirror's inode stays excluded from discovery (longer than any scan)."""
 LOOPBACK_BINDS = ("127.0.0.1", "::1")
 ALL_INTERFACE_BINDS = ("0.0.0.0", "::")
 MIRRORABLE_HOSTS = frozenset({"0.0.0.0", "::", "127.0.0.1", "::1"})
@@ -108,11 +111,17 @@ class MirrorSet:
         self._remote: dict[tuple[Proto, int], set[str]] = {}
         self._retry: asyncio.TimerHandle | None = None
         self._retry_tasks: set[asyncio.Task[None]] = set()
+        self._recently_closed: dict[int, float] = {}
         self._lock = asyncio.Lock()
         self._closed = False
 
     def own_inodes(self) -> set[int]:
-        """Inodes of the mirrors' listening sockets: discovery leaves these out."""
+        """Inodes of the mirrors' listening sockets: discovery leaves these out.
+
+        Mirrors closed in the last CLOSED_GRACE seconds count too: a scan that started
+        before the close can still hold the socket, and must not report it as a program's
+        listener (the other side would mirror our own mirror back).
+        """
         inodes = set()
         for mirror in self.mirrors.values():
             if mirror.engine is not None:
@@ -120,6 +129,13 @@ class MirrorSet:
                     inodes.add(mirror.engine.socket_inode)
                 except (OSError, AssertionError):
                     pass
+        if self._recently_closed:
+            now = time.monotonic()
+            for inode, until in list(self._recently_closed.items()):
+                if until < now:
+                    del self._recently_closed[inode]
+                else:
+                    inodes.add(inode)
         return inodes
 
     def states(self) -> list[MirrorState]:
@@ -157,7 +173,7 @@ class MirrorSet:
                 if mirror is None:
                     mirror = self.mirrors[key] = MirrorState(key, remote_host)
                 elif mirror.remote_host != remote_host and mirror.engine is not None:
-                    await self._stop_engine(mirror)
+                    await self.stop_engine(mirror)
                     mirror.remote_host = remote_host
                 if mirror.state != "active":
                     await self._try_start(mirror)
@@ -190,14 +206,18 @@ class MirrorSet:
             mirror.state, mirror.reason = state, reason
             self.on_change(mirror)
 
-    async def _stop_engine(self, mirror: MirrorState) -> None:
+    async def stop_engine(self, mirror: MirrorState) -> None:
         if mirror.engine is not None:
             engine, mirror.engine = mirror.engine, None
+            try:
+                self._recently_closed[engine.socket_inode] = time.monotonic() + CLOSED_GRACE
+            except (OSError, AssertionError):
+                pass
             await engine.stop()
 
     async def _remove(self, key: MirrorKey) -> None:
         mirror = self.mirrors.pop(key)
-        await self._stop_engine(mirror)
+        await self.stop_engine(mirror)
         mirror.state, mirror.reason = "removed", ""
         self.on_change(mirror)
 

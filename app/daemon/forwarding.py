@@ -124,9 +124,7 @@ class Forwarding:
         for mirror in self.mirrors.states():
             if mirror.state == "active" and excluded(mirror.key.port):
                 mirror.state = "pending"
-                if mirror.engine is not None:
-                    engine, mirror.engine = mirror.engine, None
-                    await engine.stop()
+                await self.mirrors.stop_engine(mirror)
         await self.mirrors.reconcile()
 
     # -- VM -> host mirrors ---------------------------------------------------------------
