@@ -132,21 +132,26 @@ class Forwarding:
     async def _on_vm_listeners(self, listeners: set[ListenerKey]) -> None:
         await self.mirrors.set_remote(listeners)
 
+    async def _open(self, proto: Proto, host: str, port: int) -> socket.socket:
+        """A socket to ``proto host:port`` in the VM: handed over on the control connection
+        where host and VM share a kernel, else a stream connection of its own."""
+        if self.address.passes_fds:
+            return await self.link.open_socket(proto, host, port)
+        return await open_stream(self.address, self.secret, "daemon", proto, host, port)
+
     def _make_engine(self, proto: Proto, bind: Endpoint, remote_host: str) -> Engine:
         port = bind.port
         if proto == "tcp":
 
             async def connect(_client: tuple[str, int]) -> socket.socket:
-                return await open_stream(
-                    self.address, self.secret, "daemon", "tcp", remote_host, port
-                )
+                return await self._open("tcp", remote_host, port)
 
             return TcpForwarder(bind, connect)
 
         forwarder: UdpForwarder
 
         async def upstream(_client: tuple[str, int], deliver: Deliver) -> FlowUpstream:
-            sock = await open_stream(self.address, self.secret, "daemon", "udp", remote_host, port)
+            sock = await self._open("udp", remote_host, port)
             if sock.type == socket.SOCK_DGRAM:
                 return SocketUpstream(sock, deliver, forwarder.counters)
             return StreamFlowUpstream(sock, deliver, forwarder.counters)

@@ -16,7 +16,7 @@ from proxy.addresses import Endpoint
 from proxy.counters import ForwardCounters
 from proxy.listeners import Listener, Proto
 from proxy.tcp_copy import CopyPair
-from proxy.tcp_forwarder import tune
+from proxy.tcp_forwarder import connect_socket, tune
 from proxy.tcp_splice import SplicePair
 from proxy.udp_forwarder import connect_udp
 from proxy.wire import ErrorCode
@@ -53,12 +53,10 @@ async def connect_target(proto: Proto, host: str, port: int) -> socket.socket:
             return connect_udp(target)
         except OSError as exc:
             raise TargetError(ErrorCode.UNREACHABLE, f"udp {target}: {exc.strerror}") from None
-    loop = asyncio.get_running_loop()
     sock = socket.socket(target.family, socket.SOCK_STREAM)
     sock.setblocking(False)
     try:
-        async with asyncio.timeout(CONNECT_TIMEOUT):
-            await loop.sock_connect(sock, target.sockaddr)
+        await connect_socket(sock, target.sockaddr, CONNECT_TIMEOUT)
     except TimeoutError:
         sock.close()
         raise TargetError(ErrorCode.TIMEOUT, f"tcp {target} did not answer in time") from None
