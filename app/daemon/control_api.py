@@ -66,7 +66,11 @@ async def put_settings(request: web.Request) -> web.Response:
         return _error(413, "too-large", f"the body is above {MAX_BODY} bytes")
     try:
         body = json.loads(await request.read())
-    except (ValueError, UnicodeDecodeError) as exc:
+    except (
+        ValueError,
+        UnicodeDecodeError,
+        RecursionError,
+    ) as exc:  # RecursionError: nested too deep
         return _error(
             400,
             "bad-json",
@@ -146,7 +150,11 @@ async def _read_object(request: web.Request) -> dict[str, Any] | web.Response:
         return _error(413, "too-large", f"the body is above {MAX_BODY} bytes")
     try:
         body = json.loads(await request.read())
-    except (ValueError, UnicodeDecodeError) as exc:
+    except (
+        ValueError,
+        UnicodeDecodeError,
+        RecursionError,
+    ) as exc:  # RecursionError: nested too deep
         return _error(400, "bad-json", f"the body is not JSON ({exc})")
     if not isinstance(body, dict):
         return _error(400, "bad-body", 'send a JSON object like {"argv": ["uname", "-a"]}')
@@ -213,6 +221,12 @@ async def json_errors(request: web.Request, handler: Any) -> web.StreamResponse:
     try:
         response: web.StreamResponse = await handler(request)
         return response
+    except ConnectionResetError:
+        # The client went away in the middle of its request: nobody to answer, not an error.
+        logging.getLogger(__name__).debug("client left during %s %s", request.method, request.path)
+        return web.Response(status=400)
+    except web.HTTPRequestEntityTooLarge:
+        return _error(413, "too-large", f"the body is above {MAX_BODY} bytes; send less")
     except web.HTTPNotFound:
         return _error(404, "not-found", f"no such endpoint {request.path}; see /v1/status")
     except web.HTTPMethodNotAllowed as exc:
