@@ -172,9 +172,13 @@ class MirrorSet:
                 mirror = self.mirrors.get(key)
                 if mirror is None:
                     mirror = self.mirrors[key] = MirrorState(key, remote_host)
-                elif mirror.remote_host != remote_host and mirror.engine is not None:
+                elif mirror.remote_host != remote_host:
+                    # The other side now listens on a better address (a VM listener on ::
+                    # joined 0.0.0.0): restart the mirror towards it, not just stop it.
                     await self.stop_engine(mirror)
                     mirror.remote_host = remote_host
+                    if mirror.state == "active":
+                        mirror.state = "pending"
                 if mirror.state != "active":
                     await self._try_start(mirror)
             self._schedule_retry()
