@@ -36,7 +36,8 @@ def bound(kind: int, port: int) -> bool:
 
 
 async def test_a_retargeted_mirror_is_restarted() -> None:
-    for proto, kind in (("udp", socket.SOCK_DGRAM), ("tcp", socket.SOCK_STREAM)):
+    cases: list[tuple[Proto, int]] = [("udp", socket.SOCK_DGRAM), ("tcp", socket.SOCK_STREAM)]
+    for proto, kind in cases:
         port = free_port(kind)
         mirrors = MirrorSet(make_engine, binds=("::1",))
         try:
