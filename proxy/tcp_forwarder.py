@@ -116,6 +116,10 @@ async def connect_socket(
         raise OSError(error, os.strerror(error))
 
 
+def _plain_tcp_socket(family: socket.AddressFamily) -> socket.socket:
+    return socket.socket(family, socket.SOCK_STREAM)
+
+
 class TcpTarget:
     """A connector to one fixed TCP ``target``.
 
@@ -123,13 +127,24 @@ class TcpTarget:
     connection, which is most of what a short relayed connection costs in Python.
     """
 
-    def __init__(self, target: Endpoint, timeout: float = CONNECT_TIMEOUT) -> None:
+    def __init__(
+        self,
+        target: Endpoint,
+        timeout: float = CONNECT_TIMEOUT,
+        make_socket: Callable[[socket.AddressFamily], socket.socket] | None = None,
+    ) -> None:
         self.target = target
         self.timeout = timeout
+        self.make_socket = make_socket or _plain_tcp_socket
+        """Makes the unconnected socket: another network namespace's, for instance."""
+
+    def new_socket(self) -> socket.socket:
+        sock = self.make_socket(self.target.family)
+        sock.setblocking(False)
+        return sock
 
     async def __call__(self, _client: tuple[str, int]) -> socket.socket:
-        sock = socket.socket(self.target.family, socket.SOCK_STREAM)
-        sock.setblocking(False)
+        sock = self.new_socket()
         try:
             await connect_socket(sock, self.target.sockaddr, self.timeout)
         except BaseException:
@@ -246,13 +261,12 @@ class TcpForwarder:
         counters = self.counters
         counters.connections_total += 1
         try:
-            upstream = socket.socket(target.target.family, socket.SOCK_STREAM)
+            upstream = target.new_socket()
         except OSError as exc:  # out of descriptors: refuse this one, keep the relay alive
-            counters.note_error(f"connect upstream failed: {exc.strerror}")
+            counters.note_error(f"connect upstream failed: {exc.strerror or exc}")
             abort(client)
             return
         counters.connections_open += 1
-        upstream.setblocking(False)
         fd = upstream.fileno()
 
         def fail(message: str) -> None:

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import errno
 import logging
 import socket
 from collections.abc import Callable, Coroutine
@@ -23,10 +24,11 @@ from proxy.mirror_set import (
     MirrorSet,
     MirrorState,
 )
-from proxy.tcp_forwarder import TcpForwarder
+from proxy.tcp_forwarder import TcpForwarder, TcpTarget
 from proxy.udp_forwarder import Deliver, FlowUpstream, SocketUpstream, UdpForwarder
 from proxy.wire import ErrorCode, ProtocolError, Request, Response, StreamFailed, StreamRequest
 from proxy.wire import Listener as WireListener
+from vm.backends.netns_sockets import NamespaceSockets
 from vm.transport.address import TransportAddress
 from vm.transport.control_requests import OPEN, parse_open, refusal
 from vm.transport.datagram_stream import StreamFlowUpstream
@@ -57,7 +59,9 @@ class Forwarding:
         on_mirror: Callable[[MirrorState], None],
         on_link_state: Callable[[str, str], None],
         on_vm_mirrors: Callable[[list[dict[str, Any]]], None] = lambda mirrors: None,
+        vm_sockets: NamespaceSockets | None = None,
     ) -> None:
+        self.vm_sockets = vm_sockets
         self.address = address
         self.secret = secret
         self.reverse_counters = ForwardCounters()
@@ -132,6 +136,18 @@ class Forwarding:
     async def _on_vm_listeners(self, listeners: set[ListenerKey]) -> None:
         await self.mirrors.set_remote(listeners)
 
+    def _vm_socket(self, family: socket.AddressFamily) -> socket.socket:
+        vm_sockets = self.vm_sockets
+        if vm_sockets is None:
+            raise OSError(errno.ENETDOWN, "the VM's namespace is being replaced")
+        return vm_sockets.take(family)
+
+    def replace_vm_sockets(self, vm_sockets: NamespaceSockets | None) -> None:
+        """After the VM was made anew: sockets from the new namespace from now on."""
+        old, self.vm_sockets = self.vm_sockets, vm_sockets
+        if old is not None:
+            old.stop()
+
     async def _open(self, proto: Proto, host: str, port: int) -> socket.socket:
         """A socket to ``proto host:port`` in the VM: handed over on the control connection
         where host and VM share a kernel, else a stream connection of its own."""
@@ -141,6 +157,12 @@ class Forwarding:
 
     def _make_engine(self, proto: Proto, bind: Endpoint, remote_host: str) -> Engine:
         port = bind.port
+        vm_sockets = self.vm_sockets
+        if proto == "tcp" and vm_sockets is not None:
+            # Same kernel, and a thread of ours inside the VM's namespace: connect the VM
+            # listener ourselves, with callbacks; one splice, no round trip to the agent.
+            target = Endpoint(remote_host, port)
+            return TcpForwarder(bind, TcpTarget(target, make_socket=self._vm_socket))
         if proto == "tcp":
 
             async def connect(_client: tuple[str, int]) -> socket.socket:

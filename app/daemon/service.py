@@ -8,6 +8,7 @@ import dataclasses
 import fcntl
 import logging
 import os
+import socket
 import time
 from pathlib import Path
 from typing import Any
@@ -22,6 +23,7 @@ from proxy import __version__
 from proxy.mirror_set import MirrorState
 from proxy.policy import Allow, Decision, Off, Refuse
 from vm.backends.netns import VMError
+from vm.backends.netns_sockets import NamespaceSockets
 
 log = logging.getLogger(__name__)
 
@@ -141,6 +143,7 @@ class Daemon:
     async def _start_forwarding(self) -> None:
         assert self.backend is not None and self.effective is not None
         address, secret = await self.backend.up()
+        vm_sockets = await asyncio.get_running_loop().run_in_executor(None, self._vm_sockets)
         ranges = port_ranges(self.effective["HostNetworkingExcludedPorts"] or [])
         self.forwarding = Forwarding(
             address,
@@ -150,13 +153,30 @@ class Daemon:
             on_mirror=self._on_mirror,
             on_link_state=self._on_link_state,
             on_vm_mirrors=lambda mirrors: self.events.publish("ports", self.ports()),
+            vm_sockets=vm_sockets,
         )
         await self.forwarding.start()
+
+    def _vm_sockets(self) -> NamespaceSockets | None:
+        """Sockets made in the VM's namespace by a thread of ours, where we may enter it."""
+        path = getattr(self.backend, "netns_path", lambda: None)()
+        if path is None:
+            return None
+        sockets = NamespaceSockets(path)
+        try:
+            sockets.start(
+                kinds=((socket.AF_INET, socket.SOCK_STREAM), (socket.AF_INET6, socket.SOCK_STREAM))
+            )
+        except OSError as exc:
+            log.info("connecting through the agent: %s", exc)
+            return None
+        return sockets
 
     async def _stop_forwarding(self) -> None:
         if self.forwarding is not None:
             forwarding, self.forwarding = self.forwarding, None
             await forwarding.stop()
+            forwarding.replace_vm_sockets(None)
             self.link_state, self.link_detail = "down", ""
 
     async def restart_forwarding(self) -> None:
@@ -245,8 +265,17 @@ class Daemon:
             if self.backend is None or await self.backend.agent_alive():
                 continue
             self._set_vm("restarting", "the agent stopped; starting it again")
+            forwarding = self.forwarding
+            if forwarding is not None:
+                # Leave the namespace first: our thread in it would keep a destroyed VM's
+                # namespace (and its veth) alive, and the new one could not be made.
+                forwarding.replace_vm_sockets(None)
             try:
                 await self.backend.restart_agent()
+                if forwarding is not None and forwarding is self.forwarding:
+                    forwarding.replace_vm_sockets(
+                        await asyncio.get_running_loop().run_in_executor(None, self._vm_sockets)
+                    )
                 self._set_vm("up", "")
             except (VMError, OSError) as exc:
                 self._set_vm("error", str(exc))

@@ -43,6 +43,13 @@ class NetnsBackend:
     async def restart_agent(self) -> None:
         await asyncio.get_running_loop().run_in_executor(None, self.vm.restart_agent)
 
+    def netns_path(self) -> str | None:
+        """The VM's named namespace, which a root daemon can enter; None when rootless."""
+        state = self.vm.read_state()
+        if state is None or state.rootless:
+            return None
+        return f"/run/netns/{state.name}"
+
 
 @dataclass
 class AttachBackend:

@@ -83,6 +83,50 @@ def processes_mentioning(text: str) -> list[int]:
     return found
 
 
+_TABLES = ("tcp", "tcp6", "udp", "udp6", "raw", "raw6", "unix", "netlink", "packet")
+
+
+def _table_inodes(pid: int) -> set[str]:
+    """Inodes of every socket in the tables of the network namespace ``pid`` is in."""
+    inodes: set[str] = set()
+    for table in _TABLES:
+        try:
+            lines = Path(f"/proc/{pid}/net/{table}").read_text().splitlines()[1:]
+        except OSError:
+            continue
+        column = {"unix": 6, "packet": 8}.get(table, 9)
+        for line in lines:
+            fields = line.split()
+            if len(fields) > column:
+                inodes.add(fields[column])
+    return inodes
+
+
+def live_socket_count(pid: int, also_in_namespaces_of: tuple[int, ...] = ()) -> int:
+    """Sockets of ``pid`` that are bound or connected somewhere: listed in its own network
+    namespace's tables or in those of the processes given (the VM's, through its agent).
+
+    A socket made but never bound nor connected (the daemon keeps a few ready inside the VM's
+    namespace) is in no table and holds nothing a leak check cares about.
+    """
+    known = _table_inodes(pid)
+    for other in also_in_namespaces_of:
+        known |= _table_inodes(other)
+    count = 0
+    try:
+        names = os.listdir(f"/proc/{pid}/fd")
+    except OSError:
+        return 0
+    for name in names:
+        try:
+            target = os.readlink(f"/proc/{pid}/fd/{name}")
+        except OSError:
+            continue
+        if target.startswith("socket:[") and target[8:-1] in known:
+            count += 1
+    return count
+
+
 @dataclass(frozen=True)
 class Holdings:
     daemon_sockets: int
@@ -98,7 +142,7 @@ class Holdings:
         name = daemon.netns["name"] if (vm_dir / "netns.json").exists() else ""
         host_if = "hn" + name.removeprefix("hostnet-") + "h" if name else ""
         return cls(
-            daemon_sockets=socket_count(daemon.proc.pid),
+            daemon_sockets=live_socket_count(daemon.proc.pid, tuple(agents)),
             agents=len(agents),
             agent_sockets=sum(socket_count(pid) for pid in agents),
             namespaces=int(bool(name) and Path("/run/netns", name).exists()),
