@@ -25,13 +25,12 @@ from proxy.mirror_set import (
     MirrorState,
 )
 from proxy.tcp_forwarder import TcpForwarder, TcpTarget
-from proxy.udp_forwarder import Deliver, FlowUpstream, SocketUpstream, UdpForwarder
 from proxy.wire import ErrorCode, ProtocolError, Request, Response, StreamFailed, StreamRequest
 from proxy.wire import Listener as WireListener
 from vm.backends.netns_sockets import NamespaceSockets
 from vm.transport.address import TransportAddress
-from vm.transport.control_requests import OPEN, parse_open, refusal
-from vm.transport.datagram_stream import StreamFlowUpstream
+from vm.transport.control_requests import OPEN, serve_open_request
+from vm.transport.stream_engines import stream_engine
 from vm.transport.streams import attach_stream, open_stream
 from vm.transport.targets import TargetError, connect_target, listening_now, relay_stream
 from vm.transport.wire_socket import WireSocket
@@ -163,23 +162,11 @@ class Forwarding:
             # listener ourselves, with callbacks; one splice, no round trip to the agent.
             target = Endpoint(remote_host, port)
             return TcpForwarder(bind, TcpTarget(target, make_socket=self._vm_socket))
-        if proto == "tcp":
 
-            async def connect(_client: tuple[str, int]) -> socket.socket:
-                return await self._open("tcp", remote_host, port)
+        async def open_socket(proto: Proto) -> socket.socket:
+            return await self._open(proto, remote_host, port)
 
-            return TcpForwarder(bind, connect)
-
-        forwarder: UdpForwarder
-
-        async def upstream(_client: tuple[str, int], deliver: Deliver) -> FlowUpstream:
-            sock = await self._open("udp", remote_host, port)
-            if sock.type == socket.SOCK_DGRAM:
-                return SocketUpstream(sock, deliver, forwarder.counters)
-            return StreamFlowUpstream(sock, deliver, forwarder.counters)
-
-        forwarder = UdpForwarder(bind, upstream)
-        return forwarder
+        return stream_engine(proto, bind, open_socket)
 
     # -- host -> VM: what the agent mirrors, and its requests ------------------------------
 
@@ -214,23 +201,7 @@ class Forwarding:
 
     async def _serve_open(self, wire: WireSocket, request: Request) -> None:
         """The agent asks for a host port (unix transport): connect it, hand it over."""
-        try:
-            proto, host, port = parse_open(request.params)
-            if not listening_now(self.host_watcher.current, proto, host, port):
-                raise TargetError(
-                    ErrorCode.NOT_LISTENING,
-                    f"nothing listens on host {proto} port {port} at {host}",
-                )
-            target = await connect_target(proto, host, port)
-        except TargetError as exc:
-            await self._answer(wire, refusal(request.id, exc))
-            return
-        try:
-            await wire.send(Response(request.id, True), (target.fileno(),))
-        except (ProtocolError, OSError):
-            pass
-        finally:
-            target.close()
+        await serve_open_request(wire, request, self.host_watcher.current, "on the host")
 
     def _on_stream_request(self, request: StreamRequest) -> None:
         self._spawn(self._serve_stream_request(request))

@@ -272,7 +272,7 @@ def iperf3_client(side: Side, host: str, port: int, seconds: float) -> dict[str,
 
 
 def conn_rate_client(side: Side, host: str, port: int) -> dict[str, float]:
-    argv = [tools.PYTHON, "-m", "tests.bench.vm_conn_rate", "client", "--host", host]
+    argv = [tools.PYTHON, "-m", "tests.bench.conn_rate", "client", "--host", host]
     argv += ["--port", str(port), "--seconds", str(CONN_SECONDS)]
     argv += ["--concurrency", str(CONCURRENCY)]
     done = subprocess.run(
@@ -333,7 +333,7 @@ def tcp_bulk(vm: Vm, direction: Direction) -> list[dict[str, Any]]:
 
 def connection_rate(vm: Vm, direction: Direction) -> list[dict[str, Any]]:
     port = tools.free_port()
-    server = [tools.PYTHON, "-m", "tests.bench.vm_conn_rate", "serve", "--host", "0.0.0.0"]
+    server = [tools.PYTHON, "-m", "tests.bench.conn_rate", "serve", "--host", "0.0.0.0"]
     server += ["--port", str(port)]
 
     def rate(route: Route) -> dict[str, float]:

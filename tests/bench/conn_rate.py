@@ -1,7 +1,7 @@
 """Connection-rate load: connect, 1 byte each way, close; a server and a client on uvloop.
 
-``python -m tests.bench.conn_rate serve --port P`` answers each connection's first byte
-with one byte and closes. ``python -m tests.bench.conn_rate client --port P --seconds S
+``python -m tests.bench.conn_rate serve [--host H] --port P`` answers each connection's first byte
+with one byte and closes. ``python -m tests.bench.conn_rate client [--host H] --port P --seconds S
 --concurrency N`` keeps N connections in flight for S seconds and prints JSON:
 ``{"connections", "seconds", "per_second", "p50_ms", "p99_ms", "errors"}``.
 Latency is from the start of connect() to the reply byte. Both sides use protocols (no
@@ -52,22 +52,22 @@ class OneByteClient(asyncio.Protocol):
             self.replied.set_exception(exc or ConnectionError("closed before the reply"))
 
 
-async def serve(port: int) -> None:
+async def serve(host: str, port: int) -> None:
     loop = asyncio.get_running_loop()
-    server = await loop.create_server(
-        OneByteServer, "127.0.0.1", port, backlog=4096, reuse_address=True
-    )
+    server = await loop.create_server(OneByteServer, host, port, backlog=4096, reuse_address=True)
     async with server:
         await server.serve_forever()
 
 
-async def one_connection(loop: asyncio.AbstractEventLoop, port: int) -> None:
+async def one_connection(loop: asyncio.AbstractEventLoop, host: str, port: int) -> None:
     replied: asyncio.Future[None] = loop.create_future()
-    await loop.create_connection(lambda: OneByteClient(replied), "127.0.0.1", port)
+    await loop.create_connection(lambda: OneByteClient(replied), host, port)
     await asyncio.wait_for(replied, 10)
 
 
-async def client(port: int, seconds: float, concurrency: int, warmup: float) -> dict[str, float]:
+async def client(
+    host: str, port: int, seconds: float, concurrency: int, warmup: float
+) -> dict[str, float]:
     loop = asyncio.get_running_loop()
     start = time.perf_counter() + warmup
     end = start + seconds
@@ -81,7 +81,7 @@ async def client(port: int, seconds: float, concurrency: int, warmup: float) -> 
             if began >= end:
                 return
             try:
-                await one_connection(loop, port)
+                await one_connection(loop, host, port)
             except (OSError, TimeoutError, ConnectionError):
                 errors += 1
                 await asyncio.sleep(0.01)
@@ -93,7 +93,7 @@ async def client(port: int, seconds: float, concurrency: int, warmup: float) -> 
     latencies.sort()
     count = len(latencies)
     if not count:
-        raise SystemExit(f"no connection completed ({errors} errors)")
+        raise SystemExit(f"no connection to {host}:{port} completed ({errors} errors)")
     return {
         "connections": count,
         "seconds": seconds,
@@ -108,8 +108,10 @@ def main() -> int:
     parser = argparse.ArgumentParser(prog="python -m tests.bench.conn_rate")
     sub = parser.add_subparsers(dest="mode", required=True)
     serve_parser = sub.add_parser("serve")
+    serve_parser.add_argument("--host", default="127.0.0.1")
     serve_parser.add_argument("--port", type=int, required=True)
     client_parser = sub.add_parser("client")
+    client_parser.add_argument("--host", default="127.0.0.1")
     client_parser.add_argument("--port", type=int, required=True)
     client_parser.add_argument("--seconds", type=float, default=3.0)
     client_parser.add_argument("--concurrency", type=int, default=32)
@@ -118,9 +120,9 @@ def main() -> int:
     run = uvloop.run if uvloop is not None else asyncio.run
     if args.mode == "serve":
         with contextlib.suppress(KeyboardInterrupt):
-            run(serve(args.port))
+            run(serve(args.host, args.port))
         return 0
-    result = run(client(args.port, args.seconds, args.concurrency, args.warmup))
+    result = run(client(args.host, args.port, args.seconds, args.concurrency, args.warmup))
     json.dump(result, sys.stdout)
     return 0
 

@@ -24,10 +24,9 @@ import pytest
 
 from proxy.wire.secret import load_or_create_secret
 from tests.integration.daemon_fixture import RunningDaemon, start_daemon
-from tests.integration.vm_helpers import free_port, host_answer, wait_for
+from tests.integration.vm_helpers import bare_namespace, free_port, host_answer, wait_for
 from tests.reliability.figures import RECOVERY_LIMIT, record, time_until
 from tests.reliability.leaks import connection_socket_count as socket_count
-from vm.backends.netns import NetnsVM
 
 pytestmark = pytest.mark.skipif(os.geteuid() != 0, reason="named network namespaces need root")
 
@@ -67,51 +66,31 @@ class TcpVM:
 
 @pytest.fixture
 def tcp_vm(tmp_path: Path) -> Iterator[TcpVM]:
-    vm = NetnsVM(tmp_path / "vm")
-    addrs = vm.addresses()
-    options = [f"--{key.replace('_', '-')}={value}" for key, value in addrs.items()]
-    subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "vm.backends.netns_setup",
-            "create",
-            vm.name,
-            vm.host_if,
-            vm.vm_if,
-            *options,
-        ],
-        check=True,
-        capture_output=True,
-    )
-    secret_file = tmp_path / "secret"
-    load_or_create_secret(secret_file)
-    transport = f"tcp:{addrs['vm_ip']}:{AGENT_PORT}"
-    ready = tmp_path / "agent.ready"
-    agent = subprocess.Popen(
-        [
-            *["ip", "netns", "exec", vm.name, sys.executable, "-m", "vm.agent"],
-            "--listen",
-            transport,
-            "--secret-file",
-            str(secret_file),
-            "--ready-file",
-            str(ready),
-        ],
-        stdout=subprocess.DEVNULL,
-        stderr=(tmp_path / "agent.log").open("wb"),
-    )
-    try:
-        wait_for(ready.exists, 10, "the agent to listen")
-        yield TcpVM(vm.name, addrs["vm_ip"], agent, transport, secret_file)
-    finally:
-        agent.kill()
-        agent.wait()
-        subprocess.run(["ip", "netns", "pids", vm.name], capture_output=True)
-        subprocess.run(
-            [sys.executable, "-m", "vm.backends.netns_setup", "remove", vm.name],
-            capture_output=True,
+    with bare_namespace(tmp_path / "vm") as vm:
+        addrs = vm.addresses()
+        secret_file = tmp_path / "secret"
+        load_or_create_secret(secret_file)
+        transport = f"tcp:{addrs['vm_ip']}:{AGENT_PORT}"
+        ready = tmp_path / "agent.ready"
+        agent = subprocess.Popen(
+            [
+                *["ip", "netns", "exec", vm.name, sys.executable, "-m", "vm.agent"],
+                "--listen",
+                transport,
+                "--secret-file",
+                str(secret_file),
+                "--ready-file",
+                str(ready),
+            ],
+            stdout=subprocess.DEVNULL,
+            stderr=(tmp_path / "agent.log").open("wb"),
         )
+        try:
+            wait_for(ready.exists, 10, "the agent to listen")
+            yield TcpVM(vm.name, addrs["vm_ip"], agent, transport, secret_file)
+        finally:
+            agent.kill()
+            agent.wait()
 
 
 @pytest.fixture

@@ -4,15 +4,12 @@ from __future__ import annotations
 
 import os
 import socket
-import subprocess
-import sys
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
-from tests.integration.vm_helpers import free_port, start_server
-from vm.backends.netns import NetnsVM
+from tests.integration.vm_helpers import bare_namespace, free_port, start_server
 from vm.backends.netns_sockets import NamespaceSockets
 
 pytestmark = pytest.mark.skipif(os.geteuid() != 0, reason="named network namespaces need root")
@@ -20,26 +17,8 @@ pytestmark = pytest.mark.skipif(os.geteuid() != 0, reason="named network namespa
 
 @pytest.fixture
 def namespace(tmp_path: Path) -> Iterator[str]:
-    vm = NetnsVM(tmp_path / "vm")
-    options = [f"--{k.replace('_', '-')}={v}" for k, v in vm.addresses().items()]
-    subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "vm.backends.netns_setup",
-            "create",
-            vm.name,
-            vm.host_if,
-            vm.vm_if,
-            *options,
-        ],
-        check=True,
-        capture_output=True,
-    )
-    yield vm.name
-    subprocess.run(
-        [sys.executable, "-m", "vm.backends.netns_setup", "remove", vm.name], capture_output=True
-    )
+    with bare_namespace(tmp_path / "vm") as vm:
+        yield vm.name
 
 
 def test_sockets_connect_inside_the_vm_and_the_namespace_is_released(namespace: str) -> None:

@@ -6,7 +6,11 @@ import socket
 import subprocess
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+from vm.backends.netns import NetnsVM
 
 SERVER = r"""
 import socket, sys, threading
@@ -135,3 +139,18 @@ def free_port(proto: str = "tcp") -> int:
                 continue
             if 20000 <= port <= 60000:
                 return port
+
+
+@contextmanager
+def bare_namespace(vm_dir: Path) -> Iterator[NetnsVM]:
+    """A namespace VM's network (namespace, veth pair, addresses) with no agent in it."""
+    vm = NetnsVM(vm_dir)
+    options = [f"--{key.replace('_', '-')}={value}" for key, value in vm.addresses().items()]
+    setup = [sys.executable, "-m", "vm.backends.netns_setup"]
+    subprocess.run(
+        [*setup, "create", vm.name, vm.host_if, vm.vm_if, *options], check=True, capture_output=True
+    )
+    try:
+        yield vm
+    finally:
+        subprocess.run([*setup, "remove", vm.name], capture_output=True)

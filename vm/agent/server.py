@@ -14,8 +14,6 @@ from proxy.counters import ForwardCounters
 from proxy.listener_watcher import ListenerWatcher
 from proxy.listeners import Listener, Proto
 from proxy.mirror_set import LOOPBACK_BINDS, Engine, MirrorSet
-from proxy.tcp_forwarder import TcpForwarder
-from proxy.udp_forwarder import Deliver, FlowUpstream, SocketUpstream, UdpForwarder
 from proxy.wire import (
     Attach,
     Error,
@@ -33,9 +31,9 @@ from proxy.wire import Listener as WireListener
 from vm.agent.commands import CommandError, Commands
 from vm.agent.requests import STREAM_REQUEST_TIMEOUT, PendingStreams
 from vm.transport.address import TransportAddress
-from vm.transport.control_requests import OPEN, RequestTracker, parse_open, refusal
-from vm.transport.datagram_stream import StreamFlowUpstream
+from vm.transport.control_requests import OPEN, RequestTracker, serve_open_request
 from vm.transport.mux_link import GuestMuxLink
+from vm.transport.stream_engines import stream_engine
 from vm.transport.targets import TargetError, connect_target, listening_now, relay_stream
 from vm.transport.wire_socket import WireSocket, accept_wire
 
@@ -281,24 +279,7 @@ class Agent:
 
     async def _serve_open_request(self, wire: WireSocket, request: Request) -> None:
         """The daemon asks for a VM port (unix transport): connect it, hand it over."""
-        try:
-            proto, host, port = parse_open(request.params)
-            if not listening_now(self.watcher.current, proto, host, port):
-                raise TargetError(
-                    ErrorCode.NOT_LISTENING,
-                    f"nothing listens on {proto} port {port} at {host} in the VM",
-                )
-            target = await connect_target(proto, host, port)
-        except TargetError as exc:
-            with contextlib.suppress(ProtocolError, OSError):
-                await wire.send(refusal(request.id, exc))
-            return
-        try:
-            await wire.send(Response(request.id, True), (target.fileno(),))
-        except (ProtocolError, OSError):
-            pass
-        finally:
-            target.close()
+        await serve_open_request(wire, request, self.watcher.current, "in the VM")
 
     async def _request_stream(self, proto: Proto, host: str, port: int) -> socket.socket:
         wire = self.control
@@ -320,20 +301,8 @@ class Agent:
 
     def _make_engine(self, proto: Proto, bind: Endpoint, remote_host: str) -> Engine:
         port = bind.port
-        if proto == "tcp":
 
-            async def connect(_client: tuple[str, int]) -> socket.socket:
-                return await self._request_stream("tcp", remote_host, port)
+        async def open_socket(proto: Proto) -> socket.socket:
+            return await self._request_stream(proto, remote_host, port)
 
-            return TcpForwarder(bind, connect)
-
-        forwarder: UdpForwarder
-
-        async def upstream(_client: tuple[str, int], deliver: Deliver) -> FlowUpstream:
-            sock = await self._request_stream("udp", remote_host, port)
-            if sock.type == socket.SOCK_DGRAM:
-                return SocketUpstream(sock, deliver, forwarder.counters)
-            return StreamFlowUpstream(sock, deliver, forwarder.counters)
-
-        forwarder = UdpForwarder(bind, upstream)
-        return forwarder
+        return stream_engine(proto, bind, open_socket)

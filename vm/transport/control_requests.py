@@ -10,13 +10,16 @@ Only an ok answer to "open" carries a socket, so both sides agree which frame ow
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import itertools
 import socket
+from collections.abc import Iterable
 from typing import Any
 
-from proxy.wire import ErrorCode, Proto, Request, Response
+from proxy.listeners import Listener
+from proxy.wire import ErrorCode, Proto, ProtocolError, Request, Response
 from proxy.wire.bounded_json import JsonValue
-from vm.transport.targets import TargetError
+from vm.transport.targets import TargetError, connect_target, listening_now
 from vm.transport.wire_socket import WireSocket
 
 OPEN = "open"
@@ -103,3 +106,27 @@ class RequestTracker:
             if not future.done():
                 future.set_exception(ConnectionError(message))
         self._pending.clear()
+
+
+async def serve_open_request(
+    wire: WireSocket, request: Request, listeners: Iterable[Listener], side: str
+) -> None:
+    """Answer an "open" request: connect the target if it listens on this ``side`` right now,
+    and hand the connected socket over in the answer; a refusal names the reason."""
+    try:
+        proto, host, port = parse_open(request.params)
+        if not listening_now(listeners, proto, host, port):
+            raise TargetError(
+                ErrorCode.NOT_LISTENING, f"nothing listens on {proto} port {port} at {host} {side}"
+            )
+        target = await connect_target(proto, host, port)
+    except TargetError as exc:
+        with contextlib.suppress(ProtocolError, OSError):
+            await wire.send(refusal(request.id, exc))
+        return
+    try:
+        await wire.send(Response(request.id, True), (target.fileno(),))
+    except (ProtocolError, OSError):
+        pass
+    finally:
+        target.close()
