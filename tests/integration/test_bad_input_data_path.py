@@ -20,7 +20,7 @@ from tests.integration.daemon_fixture import RunningDaemon, daemon_session
 from tests.integration.vm_helpers import free_port, host_answer, start_server, wait_for
 from tests.reliability.daemon_output import drain_output
 from tests.reliability.figures import record
-from tests.reliability.leaks import fd_count
+from tests.reliability.leaks import socket_count
 
 pytestmark = pytest.mark.skipif(os.geteuid() != 0, reason="named network namespaces need root")
 
@@ -191,7 +191,7 @@ def test_connections_to_a_port_that_stopped_listening(daemon: RunningDaemon) -> 
     port = free_port()
     server = start_server(daemon.vm_prefix, "tcp", "0.0.0.0", port)
     wait_for(lambda: _tcp_open(port), 5, "the mirror")
-    before = fd_count(daemon.proc.pid)
+    before = socket_count(daemon.proc.pid)  # not all descriptors: the splice pipe pool grows
     outcomes = {"answered": 0, "refused": 0, "closed by the mirror": 0}
     stop = threading.Event()
 
@@ -229,7 +229,7 @@ def test_connections_to_a_port_that_stopped_listening(daemon: RunningDaemon) -> 
             thread.join(10)
     assert not any(thread.is_alive() for thread in threads), "a connection hung"
     assert outcomes["answered"] > 0
-    wait_for(lambda: fd_count(daemon.proc.pid) <= before - 2, 5, "the mirror's sockets to go")
+    wait_for(lambda: socket_count(daemon.proc.pid) <= before - 2, 10, "the mirror's sockets to go")
     assert all(
         entry["port"] != port or entry["direction"] != "vm-to-host" for entry in daemon.ports()
     )
