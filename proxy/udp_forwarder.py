@@ -286,6 +286,13 @@ class UdpForwarder:
         if flow.upstream is not None:
             flow.upstream.close()
 
+    def set_idle_timeout(self, seconds: float) -> None:
+        """Change the idle timeout of this forwarder's flows; takes effect at once."""
+        self.idle_timeout = seconds
+        if self._sweeper is not None and self._loop is not None:
+            self._sweeper.cancel()
+            self._schedule_sweep()
+
     def _schedule_sweep(self) -> None:
         assert self._loop is not None
         interval = min(max(self.idle_timeout / 4, 0.05), 5.0)

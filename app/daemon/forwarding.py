@@ -25,6 +25,7 @@ from proxy.mirror_set import (
     MirrorState,
 )
 from proxy.tcp_forwarder import TcpForwarder, TcpTarget
+from proxy.udp_forwarder import DEFAULT_IDLE_TIMEOUT, UdpForwarder
 from proxy.wire import ErrorCode, ProtocolError, Request, Response, StreamFailed, StreamRequest
 from proxy.wire import Listener as WireListener
 from vm.backends.netns_sockets import NamespaceSockets
@@ -59,8 +60,10 @@ class Forwarding:
         on_link_state: Callable[[str, str], None],
         on_vm_mirrors: Callable[[list[dict[str, Any]]], None] = lambda mirrors: None,
         vm_sockets: NamespaceSockets | None = None,
+        udp_idle_timeout: float = DEFAULT_IDLE_TIMEOUT,
     ) -> None:
         self.vm_sockets = vm_sockets
+        self.udp_idle_timeout = udp_idle_timeout
         self.address = address
         self.secret = secret
         self.reverse_counters = ForwardCounters()
@@ -122,6 +125,12 @@ class Forwarding:
     async def set_expose_all(self, expose_all: bool) -> None:
         await self.mirrors.set_binds(ALL_INTERFACE_BINDS if expose_all else LOOPBACK_BINDS)
 
+    def set_udp_idle_timeout(self, seconds: float) -> None:
+        self.udp_idle_timeout = seconds
+        for mirror in self.mirrors.states():
+            if isinstance(mirror.engine, UdpForwarder):
+                mirror.engine.set_idle_timeout(seconds)
+
     async def set_excluded(self, excluded: Callable[[int], bool]) -> None:
         self.mirrors.excluded_ports = excluded
         for mirror in self.mirrors.states():
@@ -166,7 +175,7 @@ class Forwarding:
         async def open_socket(proto: Proto) -> socket.socket:
             return await self._open(proto, remote_host, port)
 
-        return stream_engine(proto, bind, open_socket)
+        return stream_engine(proto, bind, open_socket, self.udp_idle_timeout)
 
     # -- host -> VM: what the agent mirrors, and its requests ------------------------------
 

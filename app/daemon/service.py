@@ -154,6 +154,7 @@ class Daemon:
             on_link_state=self._on_link_state,
             on_vm_mirrors=lambda mirrors: self.events.publish("ports", self.ports()),
             vm_sockets=vm_sockets,
+            udp_idle_timeout=float(self.effective["HostNetworkingUdpIdleTimeoutSeconds"]),
         )
         await self.forwarding.start()
 
@@ -218,6 +219,10 @@ class Daemon:
         if "HostNetworkingExposeAllInterfaces" in changed:
             await self.forwarding.set_expose_all(
                 bool(self.effective["HostNetworkingExposeAllInterfaces"])
+            )
+        if "HostNetworkingUdpIdleTimeoutSeconds" in changed:
+            self.forwarding.set_udp_idle_timeout(
+                float(self.effective["HostNetworkingUdpIdleTimeoutSeconds"])
             )
         if "HostNetworkingExcludedPorts" in changed:
             ranges = port_ranges(self.effective["HostNetworkingExcludedPorts"] or [])

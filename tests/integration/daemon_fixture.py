@@ -77,15 +77,18 @@ def start_daemon(
         write_settings(home, settings)
     if admin is not None:
         (home / "admin-settings.json").write_text(json.dumps(admin))
+    home.mkdir(parents=True, exist_ok=True)
+    output = (home / "daemon.out").open("a")
     proc = subprocess.Popen(
-        [HOSTNET, "daemon"], env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True
+        [HOSTNET, "daemon"], env=env, stdout=output, stderr=subprocess.STDOUT, text=True
     )
+    output.close()  # the daemon has its own copy; a file never fills up and blocks it
     daemon = RunningDaemon(home, proc, env)
     socket_path = home / "run" / "control.sock"
 
     def ready() -> bool:
         if proc.poll() is not None:
-            out = proc.stdout.read() if proc.stdout else ""
+            out = (home / "daemon.out").read_text(errors="replace")[-4000:]
             raise AssertionError(f"daemon exited with {proc.returncode}: {out}")
         if not socket_path.exists():
             return False

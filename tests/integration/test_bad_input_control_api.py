@@ -19,7 +19,6 @@ import pytest
 
 from tests.integration.daemon_fixture import RunningDaemon, daemon_session
 from tests.integration.vm_helpers import wait_for
-from tests.reliability.daemon_output import drain_output
 from tests.reliability.figures import record
 from tests.reliability.leaks import fd_count
 
@@ -31,7 +30,6 @@ def daemon(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RunningDaemon]:
     home = tmp_path_factory.mktemp("bad-api") / "home"
     session = daemon_session(home, {"HostNetworkingEnabled": True})
     running = next(session)
-    drain_output(running)
     yield running
     log = (home / "log" / "daemon.log").read_text()
     with pytest.raises(StopIteration):

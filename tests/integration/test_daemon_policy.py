@@ -18,7 +18,7 @@ from tests.integration.daemon_fixture import (
     start_daemon,
     write_settings,
 )
-from tests.integration.vm_helpers import free_port, start_server, tcp_open, wait_for
+from tests.integration.vm_helpers import free_port, host_answer, start_server, tcp_open, wait_for
 from tests.signin_peers.fixtures import DOCKER_PASSWORD, DOCKER_USER, Registry
 
 pytestmark = pytest.mark.skipif(os.geteuid() != 0, reason="named network namespaces need root")
@@ -187,3 +187,31 @@ def test_logout_stops_forwarding(
             server.kill()
             server.wait()
         daemon.stop()
+
+
+def test_udp_idle_timeout_setting_closes_idle_flows(daemon: RunningDaemon) -> None:
+    """HostNetworkingUdpIdleTimeoutSeconds applies to the mirrors, live."""
+    daemon.client.call("PUT", "/v1/settings", {"HostNetworkingUdpIdleTimeoutSeconds": 0.5})
+    port = free_port("udp")
+    server = start_server(daemon.vm_prefix, "udp", "0.0.0.0", port)
+
+    def open_flows() -> int:
+        return sum(
+            int(entry["counters"].get("udp_flows_open", 0))
+            for entry in daemon.ports()
+            if entry["port"] == port and entry["direction"] == "vm-to-host"
+        )
+
+    try:
+        wait_for(
+            lambda: daemon.port_state("vm-to-host", "udp", port, "127.0.0.1") == "active",
+            5,
+            "the UDP mirror",
+        )
+        assert host_answer("udp", "127.0.0.1", port, b"hi") == b"echo:hi"
+        assert open_flows() == 1
+        wait_for(lambda: open_flows() == 0, 3, "the idle flow to close after 0.5 s")
+    finally:
+        server.kill()
+        server.wait()
+        daemon.client.call("PUT", "/v1/settings", {"HostNetworkingUdpIdleTimeoutSeconds": 60})

@@ -17,7 +17,6 @@ import pytest
 
 from tests.integration.daemon_fixture import RunningDaemon, daemon_session
 from tests.integration.vm_helpers import wait_for
-from tests.reliability.daemon_output import drain_output
 from tests.reliability.figures import record
 from tests.reliability.load_limits import raised_limits
 
@@ -65,7 +64,6 @@ def daemon(tmp_path: Path) -> Iterator[RunningDaemon]:
     with raised_limits(4 * PORTS + 2000):
         session = daemon_session(tmp_path / "home", {"HostNetworkingEnabled": True})
         running = next(session)
-        drain_output(running)
         yield running
         with pytest.raises(StopIteration):
             next(session)

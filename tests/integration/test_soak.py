@@ -23,7 +23,6 @@ import pytest
 
 from tests.integration.daemon_fixture import RunningDaemon, daemon_session
 from tests.integration.vm_helpers import free_port, host_answer, start_server, wait_for
-from tests.reliability.daemon_output import drain_output
 from tests.reliability.figures import record
 from tests.reliability.leaks import fd_count
 
@@ -46,7 +45,6 @@ MIRROR_KB = 16  # the agent's memory per mirror of a host listener
 def daemon(tmp_path: Path) -> Iterator[RunningDaemon]:
     session = daemon_session(tmp_path / "home", {"HostNetworkingEnabled": True})
     running = next(session)
-    drain_output(running)
     yield running
     with pytest.raises(StopIteration):
         next(session)

@@ -10,20 +10,26 @@ from pathlib import Path
 from tests.integration.daemon_fixture import RunningDaemon
 
 
-def socket_count(pid: int) -> int:
-    """How many sockets the process ``pid`` has open."""
-    count = 0
+def socket_inodes(pid: int) -> list[str]:
+    """The inodes of the sockets ``pid`` has open (empty once it is gone)."""
+    inodes = []
     try:
         names = os.listdir(f"/proc/{pid}/fd")
     except OSError:
-        return 0
+        return []
     for name in names:
         try:
-            if os.readlink(f"/proc/{pid}/fd/{name}").startswith("socket:"):
-                count += 1
+            target = os.readlink(f"/proc/{pid}/fd/{name}")
         except OSError:
             continue
-    return count
+        if target.startswith("socket:["):
+            inodes.append(target[8:-1])
+    return inodes
+
+
+def socket_count(pid: int) -> int:
+    """How many sockets the process ``pid`` has open."""
+    return len(socket_inodes(pid))
 
 
 def _listening_inodes(pid: int) -> set[str]:
@@ -45,19 +51,7 @@ def connection_socket_count(pid: int) -> int:
     """Sockets of ``pid`` that are not TCP listeners: mirrors come and go with the host's
     own listeners (other programs), connections and streams must not leak."""
     listening = _listening_inodes(pid)
-    count = 0
-    try:
-        names = os.listdir(f"/proc/{pid}/fd")
-    except OSError:
-        return 0
-    for name in names:
-        try:
-            target = os.readlink(f"/proc/{pid}/fd/{name}")
-        except OSError:
-            continue
-        if target.startswith("socket:[") and target[8:-1] not in listening:
-            count += 1
-    return count
+    return sum(1 for inode in socket_inodes(pid) if inode not in listening)
 
 
 def fd_count(pid: int) -> int:
@@ -102,6 +96,12 @@ def _table_inodes(pid: int) -> set[str]:
     return inodes
 
 
+def listener_count(pid: int) -> int:
+    """TCP listeners ``pid`` holds in its own namespace (mirrors follow other programs)."""
+    listening = _listening_inodes(pid)
+    return sum(1 for inode in socket_inodes(pid) if inode in listening)
+
+
 def live_socket_count(pid: int, also_in_namespaces_of: tuple[int, ...] = ()) -> int:
     """Sockets of ``pid`` that are bound or connected somewhere: listed in its own network
     namespace's tables or in those of the processes given (the VM's, through its agent).
@@ -112,19 +112,7 @@ def live_socket_count(pid: int, also_in_namespaces_of: tuple[int, ...] = ()) -> 
     known = _table_inodes(pid)
     for other in also_in_namespaces_of:
         known |= _table_inodes(other)
-    count = 0
-    try:
-        names = os.listdir(f"/proc/{pid}/fd")
-    except OSError:
-        return 0
-    for name in names:
-        try:
-            target = os.readlink(f"/proc/{pid}/fd/{name}")
-        except OSError:
-            continue
-        if target.startswith("socket:[") and target[8:-1] in known:
-            count += 1
-    return count
+    return sum(1 for inode in socket_inodes(pid) if inode in known)
 
 
 @dataclass(frozen=True)

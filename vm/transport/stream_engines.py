@@ -9,14 +9,25 @@ from proxy.addresses import Endpoint
 from proxy.listeners import Proto
 from proxy.mirror_set import Engine
 from proxy.tcp_forwarder import TcpForwarder
-from proxy.udp_forwarder import Deliver, FlowUpstream, SocketUpstream, UdpForwarder
+from proxy.udp_forwarder import (
+    DEFAULT_IDLE_TIMEOUT,
+    Deliver,
+    FlowUpstream,
+    SocketUpstream,
+    UdpForwarder,
+)
 from vm.transport.datagram_stream import StreamFlowUpstream
 
 OpenSocket = Callable[[Proto], Awaitable[socket.socket]]
 """Opens a socket to the mirrored port on the other side, for TCP or UDP."""
 
 
-def stream_engine(proto: Proto, bind: Endpoint, open_socket: OpenSocket) -> Engine:
+def stream_engine(
+    proto: Proto,
+    bind: Endpoint,
+    open_socket: OpenSocket,
+    udp_idle_timeout: float = DEFAULT_IDLE_TIMEOUT,
+) -> Engine:
     """A TCP or UDP forwarder on ``bind`` whose upstreams ``open_socket`` provides.
 
     For UDP the socket is either a connected UDP socket (handed over: datagrams as they
@@ -37,5 +48,5 @@ def stream_engine(proto: Proto, bind: Endpoint, open_socket: OpenSocket) -> Engi
             return SocketUpstream(sock, deliver, forwarder.counters)
         return StreamFlowUpstream(sock, deliver, forwarder.counters)
 
-    forwarder = UdpForwarder(bind, upstream)
+    forwarder = UdpForwarder(bind, upstream, idle_timeout=udp_idle_timeout)
     return forwarder
