@@ -24,7 +24,7 @@ from proxy.tcp_forwarder import TcpForwarder, tcp_connector
 from proxy.tcp_splice import PIPES_KEPT
 from tests.integration.daemon_fixture import RunningDaemon, daemon_session
 from tests.integration.relay_helpers import recv_all
-from tests.integration.vm_helpers import free_port, host_answer, wait_for
+from tests.integration.vm_helpers import free_port, host_answer, start_server, wait_for
 from tests.reliability.figures import record
 from tests.reliability.leaks import fd_count, socket_count
 from tests.reliability.load_limits import open_file_limit, raise_in_namespace, raised_limits
@@ -180,24 +180,20 @@ async def test_out_of_descriptors_for_pipes_still_relays_every_byte() -> None:
     """With too few descriptors left for splice pipes (EMFILE), connections are copied in
     user space instead: none hangs, none leaks its sockets, every byte arrives."""
     loop = asyncio.get_running_loop()
-
-    async def echo(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        while data := await reader.read(65536):
-            writer.write(data)
-            await writer.drain()
-        writer.close()
-
-    server = await asyncio.start_server(echo, "127.0.0.1", 0)
-    target = Endpoint("127.0.0.1", server.sockets[0].getsockname()[1])
+    # The echo server is a process of its own: only the relay runs short of descriptors
+    # (an event-loop server out of them sheds connections by itself, libuv's EMFILE trick).
+    port = free_port()
+    server = start_server([], "tcp", "127.0.0.1", port)
+    target = Endpoint("127.0.0.1", port)
     forwarder = TcpForwarder(Endpoint("127.0.0.1", 0), tcp_connector(target))
     await forwarder.start()
     count = 20
     clients = [socket.socket() for _ in range(count)]  # made before the limit is lowered
     soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
     highest = max(int(fd) for fd in os.listdir("/proc/self/fd"))
-    # room for each connection's three other sockets (accepted, upstream, the server's),
-    # not for the four pipe descriptors a splice pair would add
-    resource.setrlimit(resource.RLIMIT_NOFILE, (highest + 3 * count + 16, hard))
+    # room for each connection's two relay sockets (accepted, upstream), not for the four
+    # pipe descriptors a splice pair would add
+    resource.setrlimit(resource.RLIMIT_NOFILE, (highest + 2 * count + 16, hard))
     try:
         for sock in clients:
             sock.setblocking(False)
@@ -207,10 +203,12 @@ async def test_out_of_descriptors_for_pipes_still_relays_every_byte() -> None:
             sock.shutdown(socket.SHUT_WR)
         for index, sock in enumerate(clients):
             async with asyncio.timeout(5):
-                assert await recv_all(sock) == payload_for(index)
+                assert await recv_all(sock) == b"echo:" + payload_for(index)
             sock.close()
     finally:
         resource.setrlimit(resource.RLIMIT_NOFILE, (soft, hard))
         await forwarder.stop()
-        server.close()
+        server.kill()
+        server.wait()
     assert forwarder.counters.connections_open == 0
+    assert forwarder.counters.last_error.startswith("no splice pipes"), "the limit never bit"
