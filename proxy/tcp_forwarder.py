@@ -216,10 +216,12 @@ class TcpForwarder:
         self._connecting.clear()
         for task in list(self._tasks):
             task.cancel()
+        copying = [p.task for p in self._pairs if isinstance(p, CopyPair) and p.task]
         for pair in list(self._pairs):
             pair.cancel()
-        if self._tasks:
-            await asyncio.gather(*self._tasks, return_exceptions=True)
+        if self._tasks or copying:
+            # Copy pairs end in their own tasks: wait, so the counters are final on return.
+            await asyncio.gather(*self._tasks, *copying, return_exceptions=True)
         release_idle_pipes()
 
     def _on_acceptable(self) -> None:

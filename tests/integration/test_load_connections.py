@@ -176,6 +176,18 @@ async def test_ten_thousand_concurrent_connections(loaded_daemon: RunningDaemon)
     )
 
 
+def limit_leaving_free(free: int) -> int:
+    """The lowest open-file limit under which exactly ``free`` more descriptors fit."""
+    used = {int(fd) for fd in os.listdir("/proc/self/fd")}
+    limit = 0
+    available = 0
+    while available < free:
+        if limit not in used:
+            available += 1
+        limit += 1
+    return limit
+
+
 async def test_out_of_descriptors_for_pipes_still_relays_every_byte() -> None:
     """With too few descriptors left for splice pipes (EMFILE), connections are copied in
     user space instead: none hangs, none leaks its sockets, every byte arrives."""
@@ -190,10 +202,10 @@ async def test_out_of_descriptors_for_pipes_still_relays_every_byte() -> None:
     count = 20
     clients = [socket.socket() for _ in range(count)]  # made before the limit is lowered
     soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
-    highest = max(int(fd) for fd in os.listdir("/proc/self/fd"))
-    # room for each connection's two relay sockets (accepted, upstream), not for the four
-    # pipe descriptors a splice pair would add
-    resource.setrlimit(resource.RLIMIT_NOFILE, (highest + 2 * count + 16, hard))
+    # Room for each connection's two relay sockets (accepted, upstream) and 3 more: never
+    # the 4 descriptors of a splice pair's two pipes. New descriptors take the lowest free
+    # numbers below the limit, so count the free numbers, holes included.
+    resource.setrlimit(resource.RLIMIT_NOFILE, (limit_leaving_free(2 * count + 3), hard))
     try:
         for sock in clients:
             sock.setblocking(False)
