@@ -45,6 +45,8 @@ class Daemon:
         self.decision: Decision = Off()
         self.signed_in = False
         self.backend: Backend | None = None
+        self._backend_config: tuple[str, dict[str, Any]] = ("", {})
+        self._switching_vm = False
         self.forwarding: Forwarding | None = None
         self.vm_state = "down"
         self.vm_detail = ""
@@ -97,18 +99,7 @@ class Daemon:
     async def start(self) -> None:
         """Bring the VM up and apply the gate's decision (the caller checked it first)."""
         assert self.effective is not None
-        try:
-            self.backend = make_backend(
-                str(self.effective["VmBackend"]),
-                dict(self.effective["VmOptions"] or {}),
-                self.paths.vm_dir,
-            )
-            self._set_vm("starting", "")
-            await self.backend.up()
-            self._set_vm("up", "")
-        except (VMError, OSError) as exc:
-            self._set_vm("error", str(exc))
-            raise DaemonError(f"cannot start the VM: {exc}") from exc
+        await self._start_vm()
         await self._apply()
         loop = asyncio.get_running_loop()
         self._tasks = [
@@ -118,6 +109,22 @@ class Daemon:
             loop.create_task(self._keep_session_fresh()),
             loop.create_task(self._publish_counters()),
         ]
+
+    def _vm_config(self) -> tuple[str, dict[str, Any]]:
+        assert self.effective is not None
+        return str(self.effective["VmBackend"]), dict(self.effective["VmOptions"] or {})
+
+    async def _start_vm(self) -> None:
+        """Make the backend the settings name and bring its VM up."""
+        name, options = self._backend_config = self._vm_config()
+        try:
+            self.backend = make_backend(name, options, self.paths.vm_dir)
+            self._set_vm("starting", "")
+            await self.backend.up()
+            self._set_vm("up", "")
+        except (VMError, OSError) as exc:
+            self._set_vm("error", str(exc))
+            raise DaemonError(f"cannot start the VM: {exc}") from exc
 
     async def stop(self) -> None:
         for task in self._tasks:
@@ -181,10 +188,22 @@ class Daemon:
             self.link_state, self.link_detail = "down", ""
 
     async def restart_forwarding(self) -> None:
+        """Apply & restart: forwarding starts over, on a new VM if its settings changed."""
         async with self._apply_lock:
             await self._stop_forwarding()
+            await self.load()
+            if self._vm_config() != self._backend_config:
+                self._switching_vm = True  # the supervisor must not revive the old VM
+                try:
+                    if self.backend is not None:
+                        await self.backend.down()
+                    await self._start_vm()
+                except DaemonError:
+                    return  # the VM's state and detail say why; the daemon keeps serving
+                finally:
+                    self._switching_vm = False
             self.restart_pending = False
-        await self.reload()
+        await self._apply()
 
     async def reload(self) -> None:
         await self.load()
@@ -207,7 +226,9 @@ class Daemon:
                 None, self.store.is_signed_in
             )
             self.decision = effective.gate(signed_in=self.signed_in)
-            if before is not None and effective.restart_required_since(before):
+            # Against the watcher's own last view, not self.effective: a change made through
+            # the control API has already been loaded into that by reload().
+            if changed and change.restart_required:
                 self.restart_pending = True
             if self.forwarding is not None and before is not None:
                 await self._apply_live(changed)
@@ -267,7 +288,7 @@ class Daemon:
         """Restart an agent that died (the VM itself stays); the link then reconnects."""
         while True:
             await asyncio.sleep(AGENT_CHECK_INTERVAL)
-            if self.backend is None or await self.backend.agent_alive():
+            if self._switching_vm or self.backend is None or await self.backend.agent_alive():
                 continue
             self._set_vm("restarting", "the agent stopped; starting it again")
             forwarding = self.forwarding
