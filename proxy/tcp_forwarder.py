@@ -17,6 +17,7 @@ from typing import Any
 
 from proxy.addresses import Endpoint
 from proxy.counters import ForwardCounters
+from proxy.listening_socket import ListeningSocket
 from proxy.tcp_copy import CopyPair
 from proxy.tcp_splice import SplicePair, abort, release_idle_pipes
 
@@ -158,7 +159,7 @@ def tcp_connector(target: Endpoint, timeout: float = CONNECT_TIMEOUT) -> Connect
     return TcpTarget(target, timeout)
 
 
-class TcpForwarder:
+class TcpForwarder(ListeningSocket):
     """Relays every connection accepted on ``listen`` to what ``connector`` returns."""
 
     def __init__(
@@ -180,19 +181,6 @@ class TcpForwarder:
         self._pairs: set[SplicePair | CopyPair] = set()
         self._tasks: set[asyncio.Task[None]] = set()
         self._connecting: dict[int, tuple[socket.socket, socket.socket, asyncio.TimerHandle]] = {}
-
-    @property
-    def bound(self) -> Endpoint:
-        """The address actually bound (the port is filled in when 0 was asked for)."""
-        assert self._sock is not None
-        host, port = self._sock.getsockname()[:2]
-        return Endpoint(host, port)
-
-    @property
-    def socket_inode(self) -> int:
-        """The listening socket's inode, so listener discovery can leave it out."""
-        assert self._sock is not None
-        return os.fstat(self._sock.fileno()).st_ino
 
     async def start(self) -> None:
         self._loop = asyncio.get_running_loop()

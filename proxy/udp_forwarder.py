@@ -16,6 +16,7 @@ from typing import Protocol
 
 from proxy.addresses import Endpoint
 from proxy.counters import ForwardCounters
+from proxy.listening_socket import ListeningSocket
 from proxy.tcp_forwarder import listen_error
 
 MAX_DATAGRAM = 65_507
@@ -132,7 +133,7 @@ def open_udp_listener(endpoint: Endpoint) -> socket.socket:
     return sock
 
 
-class UdpForwarder:
+class UdpForwarder(ListeningSocket):
     """Relays datagrams on ``listen`` through per-client flows made by ``upstream_factory``."""
 
     def __init__(
@@ -159,19 +160,6 @@ class UdpForwarder:
         self._loop: asyncio.AbstractEventLoop | None = None
         self._sweeper: asyncio.TimerHandle | None = None
         self._tasks: set[asyncio.Task[None]] = set()
-
-    @property
-    def bound(self) -> Endpoint:
-        assert self._sock is not None
-        host, port = self._sock.getsockname()[:2]
-        return Endpoint(host, port)
-
-    @property
-    def socket_inode(self) -> int:
-        import os
-
-        assert self._sock is not None
-        return os.fstat(self._sock.fileno()).st_ino
 
     @property
     def flow_count(self) -> int:

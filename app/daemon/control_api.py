@@ -62,22 +62,9 @@ async def get_settings(request: web.Request) -> web.Response:
 
 async def put_settings(request: web.Request) -> web.Response:
     daemon = request.app[DAEMON_KEY]
-    if request.content_length is not None and request.content_length > MAX_BODY:
-        return _error(413, "too-large", f"the body is above {MAX_BODY} bytes")
-    try:
-        body = json.loads(await request.read())
-    except (
-        ValueError,
-        UnicodeDecodeError,
-        RecursionError,
-    ) as exc:  # RecursionError: nested too deep
-        return _error(
-            400,
-            "bad-json",
-            f'the body is not JSON ({exc}); send an object like {{"HostNetworkingEnabled": true}}',
-        )
-    if not isinstance(body, dict) or not body:
-        return _error(400, "bad-body", 'send a non-empty JSON object like {"Key": value}')
+    body = await _read_object(request, '{"HostNetworkingEnabled": true}', empty_ok=False)
+    if isinstance(body, web.Response):
+        return body
     try:
         change = await asyncio.get_running_loop().run_in_executor(None, daemon.store.update, body)
     except SettingLockedError as exc:
@@ -145,19 +132,20 @@ async def agent_request(daemon: Daemon, method: str, params: dict[str, Any]) -> 
         raise AgentUnavailable(f"the VM's agent did not answer: {exc}") from None
 
 
-async def _read_object(request: web.Request) -> dict[str, Any] | web.Response:
+async def _read_object(
+    request: web.Request, example: str = '{"argv": ["uname", "-a"]}', *, empty_ok: bool = True
+) -> dict[str, Any] | web.Response:
+    """The request's JSON object, or the error response that says what is wrong."""
     if request.content_length is not None and request.content_length > MAX_BODY:
         return _error(413, "too-large", f"the body is above {MAX_BODY} bytes")
     try:
         body = json.loads(await request.read())
-    except (
-        ValueError,
-        UnicodeDecodeError,
-        RecursionError,
-    ) as exc:  # RecursionError: nested too deep
-        return _error(400, "bad-json", f"the body is not JSON ({exc})")
-    if not isinstance(body, dict):
-        return _error(400, "bad-body", 'send a JSON object like {"argv": ["uname", "-a"]}')
+    except (ValueError, UnicodeDecodeError, RecursionError) as exc:  # Recursion: too deep
+        return _error(
+            400, "bad-json", f"the body is not JSON ({exc}); send an object like {example}"
+        )
+    if not isinstance(body, dict) or not (body or empty_ok):
+        return _error(400, "bad-body", f"send a non-empty JSON object like {example}")
     return body
 
 
