@@ -193,8 +193,8 @@ async def get_events(request: web.Request) -> web.StreamResponse:
                 await response.write(b": keep-alive\n\n")
                 continue
             await response.write(_sse(event))
-    except (ConnectionResetError, asyncio.CancelledError):
-        pass
+    except (ConnectionError, asyncio.CancelledError):
+        pass  # the client went away (aiohttp says "Connection lost" or a reset)
     finally:
         daemon.events.unsubscribe(queue)
     return response
