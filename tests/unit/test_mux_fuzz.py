@@ -14,7 +14,7 @@ import os
 from typing import Any
 
 import pytest
-from hypothesis import HealthCheck, given, settings
+from hypothesis import given
 from hypothesis import strategies as st
 
 from proxy.mux import (
@@ -29,6 +29,7 @@ from proxy.mux import (
     StreamReset,
 )
 from proxy.mux.frames import FrameType, frame, u32
+from tests.unit.property_runs import run_property
 
 FAST_EXAMPLES = 200
 LONG_EXAMPLES = int(os.environ.get("HOSTNET_FUZZ_EXAMPLES", "1000000"))
@@ -238,18 +239,11 @@ PROPERTIES: dict[str, Any] = {
 
 @pytest.mark.parametrize("name", list(PROPERTIES))
 def test_property(name: str) -> None:
-    settings(max_examples=FAST_EXAMPLES, deadline=None, suppress_health_check=list(HealthCheck))(
-        PROPERTIES[name]
-    )()
+    run_property(PROPERTIES[name], FAST_EXAMPLES)
 
 
 @pytest.mark.fuzz_long
 @pytest.mark.timeout(0)
 @pytest.mark.parametrize("name", list(PROPERTIES))
 def test_property_long(name: str) -> None:
-    settings(
-        max_examples=LONG_EXAMPLES,
-        deadline=None,
-        suppress_health_check=list(HealthCheck),
-        database=None,
-    )(PROPERTIES[name])()
+    run_property(PROPERTIES[name], LONG_EXAMPLES, long=True)

@@ -16,7 +16,7 @@ from collections.abc import Callable
 from typing import Any
 
 import pytest
-from hypothesis import HealthCheck, given, settings
+from hypothesis import given
 from hypothesis import strategies as st
 
 from proxy.wire import (
@@ -42,6 +42,7 @@ from proxy.wire import (
     encode_datagram,
     encode_frame,
 )
+from tests.unit.property_runs import run_property
 
 SECRET = b"s" * 32
 DAEMON_NONCE = b"d" * 32
@@ -276,18 +277,11 @@ PROPERTIES: dict[str, Any] = {
 
 @pytest.mark.parametrize("name", list(PROPERTIES))
 def test_property(name: str) -> None:
-    settings(max_examples=FAST_EXAMPLES, deadline=None, suppress_health_check=list(HealthCheck))(
-        PROPERTIES[name]
-    )()
+    run_property(PROPERTIES[name], FAST_EXAMPLES)
 
 
 @pytest.mark.fuzz_long
 @pytest.mark.timeout(0)
 @pytest.mark.parametrize("name", list(PROPERTIES))
 def test_property_long(name: str) -> None:
-    settings(
-        max_examples=LONG_EXAMPLES,
-        deadline=None,
-        suppress_health_check=list(HealthCheck),
-        database=None,
-    )(PROPERTIES[name])()
+    run_property(PROPERTIES[name], LONG_EXAMPLES, long=True)
