@@ -204,7 +204,10 @@ class QemuVM:
     def _kept_paths(self) -> list[str]:
         """Visible paths the guest's tmpfs would hide, outermost first."""
         kept: set[Path] = set()
-        for raw in self.config.visible_paths:
+        wanted = [*self.config.visible_paths]
+        if self.config.cwd:
+            wanted.append(Path(self.config.cwd))  # the command starts there: always visible
+        for raw in wanted:
             path = Path(raw).resolve()
             if _is_under(path, self.share_dir):
                 continue
