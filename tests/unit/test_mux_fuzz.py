@@ -29,6 +29,7 @@ from proxy.mux import (
     StreamReset,
 )
 from proxy.mux.frames import FrameType, frame, u32
+from tests.unit.byte_edits import mutate, split
 from tests.unit.property_runs import run_property
 
 FAST_EXAMPLES = 200
@@ -81,11 +82,6 @@ def feed(mux: Multiplexer, chunks: list[bytes], eof: bool) -> list[MuxEvent]:
     return events
 
 
-def split(data: bytes, cuts: list[int]) -> list[bytes]:
-    points = sorted({c % (len(data) + 1) for c in cuts})
-    return [data[a:b] for a, b in itertools.pairwise([0, *points, len(data)])]
-
-
 def test_recorded_session_is_valid() -> None:
     events = feed(make_agent(), [SESSION], eof=False)
     kinds = [type(e).__name__ for e in events]
@@ -106,22 +102,8 @@ def prop_random_after_prefix(prefix_len: int, data: bytes, cuts: list[int], eof:
 
 
 def prop_mutated_session(edits: list[tuple[int, int, int]], cuts: list[int], eof: bool) -> None:
-    data = bytearray(SESSION)
-    for kind, position, value in edits:
-        if not data:
-            break
-        position %= len(data)
-        if kind == 0:
-            data[position] = value
-        elif kind == 1:
-            data[position] ^= 1 << (value % 8)
-        elif kind == 2:
-            del data[position : position + 1 + value % 9]
-        elif kind == 3:
-            data[position:position] = bytes([value]) * (1 + value % 9)
-        else:
-            del data[position:]
-    feed(make_agent(), split(bytes(data), cuts), eof)
+    data = mutate(SESSION, edits, max_delete=9, max_insert=9)
+    feed(make_agent(), split(data, cuts), eof)
 
 
 Op = tuple[int, int, int, int]

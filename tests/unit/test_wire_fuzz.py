@@ -10,7 +10,6 @@ with HOSTNET_FUZZ_EXAMPLES examples (default 1,000,000):
 from __future__ import annotations
 
 import contextlib
-import itertools
 import os
 from collections.abc import Callable
 from typing import Any
@@ -42,6 +41,7 @@ from proxy.wire import (
     encode_datagram,
     encode_frame,
 )
+from tests.unit.byte_edits import mutate, split
 from tests.unit.property_runs import run_property
 
 SECRET = b"s" * 32
@@ -121,12 +121,6 @@ def feed_all(conn: Connection, chunks: list[bytes], *, eof: bool) -> list[Any]:
     return events
 
 
-def split(data: bytes, cuts: list[int]) -> list[bytes]:
-    points = sorted({c % (len(data) + 1) for c in cuts})
-    edges = [0, *points, len(data)]
-    return [data[a:b] for a, b in itertools.pairwise(edges)]
-
-
 def recorded_session(
     purpose: str, messages: list[Message]
 ) -> tuple[bytes, Callable[[], Connection]]:
@@ -200,22 +194,8 @@ def prop_mutated_session(
     stream, make = (
         (CONTROL_STREAM, CONTROL_AGENT) if which == "control" else (STREAM_STREAM, STREAM_AGENT)
     )
-    data = bytearray(stream)
-    for kind, position, value in edits:
-        if not data:
-            break
-        position %= len(data)
-        if kind == 0:
-            data[position] = value
-        elif kind == 1:
-            data[position] ^= 1 << (value % 8)
-        elif kind == 2:
-            del data[position : position + 1 + value % 8]
-        elif kind == 3:
-            data[position:position] = bytes([value]) * (1 + value % 5)
-        else:
-            del data[position:]
-    feed_all(make(), split(bytes(data), cuts), eof=eof)
+    data = mutate(stream, edits, max_delete=8, max_insert=5)
+    feed_all(make(), split(data, cuts), eof=eof)
 
 
 def prop_decode_payload(kind: int, payload: bytes) -> None:
