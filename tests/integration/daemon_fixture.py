@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from app.control_client import ControlClient
-from tests.integration.vm_helpers import wait_for
+from tests.integration.vm_helpers import free_port, host_answer, start_server, tcp_open, wait_for
 
 HOSTNET = str(Path(sys.executable).with_name("hostnet"))
 
@@ -114,3 +114,26 @@ def daemon_session(home: Path, settings: dict[str, Any]) -> Iterator[RunningDaem
     finally:
         daemon.stop()
         time.sleep(0)
+
+
+def assert_vm_port_mirrored(daemon: RunningDaemon, vm_prefix: list[str], payload: bytes) -> None:
+    """Once the daemon reaches its agent, a TCP server started with ``vm_prefix`` answers
+    ``payload`` on the host's 127.0.0.1 through a mirror."""
+    wait_for(
+        lambda: daemon.client.get("/v1/status")["agent"]["state"] == "connected",
+        10,
+        "the daemon to reach the agent",
+    )
+    port = free_port("tcp")
+    assert not tcp_open("127.0.0.1", port)
+    server = start_server(vm_prefix, "tcp", "127.0.0.1", port)
+    try:
+        wait_for(
+            lambda: daemon.port_state("vm-to-host", "tcp", port, "127.0.0.1") == "active",
+            10,
+            f"the host mirror of VM port {port}",
+        )
+        assert host_answer("tcp", "127.0.0.1", port, payload) == b"echo:" + payload
+    finally:
+        server.kill()
+        server.wait()

@@ -20,8 +20,8 @@ from pathlib import Path
 import pytest
 
 from installer.build import build_agent_package
-from tests.integration.daemon_fixture import start_daemon
-from tests.integration.vm_helpers import free_port, host_answer, start_server, tcp_open, wait_for
+from tests.integration.daemon_fixture import assert_vm_port_mirrored, start_daemon
+from tests.integration.vm_helpers import wait_for
 
 # The Python a VM has: the distribution's, without hostnet's venv (no pyroute2 installed there).
 GUEST_PYTHON = "/usr/bin/python3" if os.path.exists("/usr/bin/python3") else "python3"
@@ -167,26 +167,9 @@ def test_mirror_end_to_end_through_the_zipapp_agent(
         "VmOptions": {"transport": f"unix:{sock}", "secret_file": str(secret)},
     }
     daemon = start_daemon(home, settings)
-    server = None
     try:
-        wait_for(
-            lambda: daemon.client.get("/v1/status")["agent"]["state"] == "connected",
-            10,
-            "the daemon to connect to the zipapp agent",
-        )
-        port = free_port("tcp")
-        assert not tcp_open("127.0.0.1", port)
-        server = start_server(["ip", "netns", "exec", namespace], "tcp", "127.0.0.1", port)
-        wait_for(
-            lambda: daemon.port_state("vm-to-host", "tcp", port, "127.0.0.1") == "active",
-            10,
-            f"the host mirror of the namespace's TCP port {port}",
-        )
-        assert host_answer("tcp", "127.0.0.1", port, b"through-zipapp") == b"echo:through-zipapp"
+        assert_vm_port_mirrored(daemon, ["ip", "netns", "exec", namespace], b"through-zipapp")
     finally:
-        if server is not None:
-            server.kill()
-            server.wait()
         daemon.stop()
         agent.terminate()
         agent.wait(10)

@@ -23,8 +23,8 @@ from pathlib import Path
 import pytest
 
 from installer.build import build_agent_package
-from tests.integration.daemon_fixture import HOSTNET, start_daemon
-from tests.integration.vm_helpers import free_port, host_answer, start_server, wait_for
+from tests.integration.daemon_fixture import HOSTNET, assert_vm_port_mirrored, start_daemon
+from tests.integration.vm_helpers import free_port, wait_for
 
 pytestmark = [
     pytest.mark.skipif(os.geteuid() != 0, reason="namespaces and sshd need root"),
@@ -154,25 +154,9 @@ def test_install_agent_over_ssh_then_mirror(ssh_vm: SshVm, tmp_path: Path) -> No
     assert options == {"transport": f"unix:{sock}", "secret_file": str(secret_file)}
     settings = {"HostNetworkingEnabled": True, "VmBackend": "attach", "VmOptions": options}
     daemon = start_daemon(home, settings)
-    server = None
     try:
-        wait_for(
-            lambda: daemon.client.get("/v1/status")["agent"]["state"] == "connected",
-            10,
-            "the daemon to reach the installed agent",
-        )
-        port = free_port("tcp")
-        server = start_server(["ip", "netns", "exec", ssh_vm.namespace], "tcp", "127.0.0.1", port)
-        wait_for(
-            lambda: daemon.port_state("vm-to-host", "tcp", port, "127.0.0.1") == "active",
-            10,
-            f"the host mirror of VM port {port}",
-        )
-        assert host_answer("tcp", "127.0.0.1", port, b"installed") == b"echo:installed"
+        assert_vm_port_mirrored(daemon, ["ip", "netns", "exec", ssh_vm.namespace], b"installed")
     finally:
-        if server is not None:
-            server.kill()
-            server.wait()
         daemon.stop()
 
 
