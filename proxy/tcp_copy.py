@@ -9,15 +9,13 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import errno
 import socket
 from collections.abc import Callable
 
 from proxy.relay_result import Outcome
-from proxy.tcp_splice import abort
+from proxy.tcp_splice import RESET_ERRNOS, abort
 
 BUFFER_SIZE = 256 * 1024
-_RESET_ERRNOS = frozenset({errno.ECONNRESET, errno.EPIPE, errno.ETIMEDOUT, errno.EHOSTUNREACH})
 
 
 async def _copy(
@@ -32,7 +30,7 @@ async def _copy(
         try:
             n = await loop.sock_recv_into(src, buffer)
         except OSError as exc:
-            return Outcome.RESET_BY_SOURCE if exc.errno in _RESET_ERRNOS else Outcome.ERROR
+            return Outcome.RESET_BY_SOURCE if exc.errno in RESET_ERRNOS else Outcome.ERROR
         if n == 0:
             with contextlib.suppress(OSError):
                 dst.shutdown(socket.SHUT_WR)
@@ -40,7 +38,7 @@ async def _copy(
         try:
             await loop.sock_sendall(dst, view[:n])
         except OSError as exc:
-            return Outcome.RESET_BY_DEST if exc.errno in _RESET_ERRNOS else Outcome.ERROR
+            return Outcome.RESET_BY_DEST if exc.errno in RESET_ERRNOS else Outcome.ERROR
         count(n)
 
 

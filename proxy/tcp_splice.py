@@ -29,7 +29,8 @@ costs ~10% of the relay's CPU for a short connection (tests/bench/bench_relay.py
 
 _FLAGS = os.SPLICE_F_MOVE | os.SPLICE_F_NONBLOCK
 _ROUNDS_PER_WAKEUP = 8
-_RESET_ERRNOS = frozenset({errno.ECONNRESET, errno.EPIPE, errno.ETIMEDOUT, errno.EHOSTUNREACH})
+RESET_ERRNOS = frozenset({errno.ECONNRESET, errno.EPIPE, errno.ETIMEDOUT, errno.EHOSTUNREACH})
+"""Errors that mean the peer reset the connection: passed on as a reset."""
 
 
 _idle_pipes: list[tuple[int, int, int]] = []
@@ -128,7 +129,7 @@ class _Direction:
                 break
             except OSError as exc:
                 self._finish(
-                    Outcome.RESET_BY_SOURCE if exc.errno in _RESET_ERRNOS else Outcome.ERROR
+                    Outcome.RESET_BY_SOURCE if exc.errno in RESET_ERRNOS else Outcome.ERROR
                 )
                 return
             if n == 0:
@@ -154,7 +155,7 @@ class _Direction:
             except BlockingIOError:
                 return True
             except OSError as exc:
-                self._finish(Outcome.RESET_BY_DEST if exc.errno in _RESET_ERRNOS else Outcome.ERROR)
+                self._finish(Outcome.RESET_BY_DEST if exc.errno in RESET_ERRNOS else Outcome.ERROR)
                 return False
             self.pending -= n
             self.count(n)
