@@ -12,6 +12,7 @@ import sys
 from collections.abc import Sequence
 
 from proxy import __version__
+from proxy.errors import HostnetError
 
 COMMAND_MODULES = (
     "forward",
@@ -24,6 +25,15 @@ COMMAND_MODULES = (
 )
 
 
+def _name_each_command(parser: argparse.ArgumentParser) -> None:
+    """Every (sub)command parser records its own name ("hostnet vm up") for error messages."""
+    for action in parser._actions:
+        if isinstance(action, argparse._SubParsersAction):
+            for sub in action.choices.values():
+                sub.set_defaults(command_name=sub.prog)
+                _name_each_command(sub)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="hostnet",
@@ -32,13 +42,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=f"hostnet {__version__}")
     subparsers = parser.add_subparsers(dest="command", metavar="COMMAND")
     for name in COMMAND_MODULES:
-        try:
-            module = importlib.import_module(f"app.commands.{name}")
-        except ModuleNotFoundError as exc:
-            if exc.name == f"app.commands.{name}":
-                continue  # not built yet
-            raise
-        module.register(subparsers)
+        importlib.import_module(f"app.commands.{name}").register(subparsers)
+    _name_each_command(parser)
     return parser
 
 
@@ -50,10 +55,19 @@ def main(argv: Sequence[str] | None = None) -> int:
 
         return int(run_gui())
     try:
-        status = int(args.func(args))
+        return int(args.func(args))
     except KeyboardInterrupt:
         return 130
-    return status
+    except HostnetError as exc:
+        report(getattr(args, "command_name", "hostnet"), exc)
+        return exc.exit_code
+
+
+def report(command_name: str, error: HostnetError) -> None:
+    """The CLI's one place that turns an error into words: the problem, then the fix."""
+    print(f"{command_name}: {error.problem}", file=sys.stderr)
+    if error.fix and error.fix not in error.problem:
+        print(error.fix, file=sys.stderr)
 
 
 if __name__ == "__main__":

@@ -8,18 +8,20 @@ import socket
 from pathlib import Path
 from typing import Any
 
+from proxy.errors import HostnetError
 
-class DaemonUnavailable(ConnectionError):
+
+class DaemonUnavailable(HostnetError, ConnectionError):
     """No daemon answers on the control socket."""
 
 
-class ControlError(RuntimeError):
+class ControlError(HostnetError):
     """The daemon answered with an error; ``code`` and the message say what and how to fix it."""
 
-    def __init__(self, status: int, code: str, message: str) -> None:
-        super().__init__(message)
+    def __init__(self, status: int, kind: str, problem: str, fix: str = "") -> None:
+        super().__init__(problem, fix)
         self.status = status
-        self.code = code
+        self.kind = kind
 
 
 class _UnixConnection(http.client.HTTPConnection):
@@ -53,8 +55,8 @@ class ControlClient:
             data = response.read()
         except (FileNotFoundError, ConnectionRefusedError) as exc:
             raise DaemonUnavailable(
-                f"no hostnet daemon is running (nothing answers on {self.socket_path}); "
-                "start it with `hostnet daemon`"
+                f"no hostnet daemon is running (nothing answers on {self.socket_path})",
+                "start it with `hostnet daemon`",
             ) from exc
         finally:
             conn.close()
@@ -67,7 +69,8 @@ class ControlClient:
             raise ControlError(
                 response.status,
                 str(info.get("error", response.status)),
-                str(info.get("message", data[:200])),
+                str(info.get("problem") or info.get("message") or data[:200]),
+                str(info.get("fix") or ""),
             )
         return decoded
 

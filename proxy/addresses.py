@@ -6,9 +6,13 @@ import ipaddress
 import socket
 from dataclasses import dataclass
 
+from proxy.errors import HostnetError
 
-class AddressError(ValueError):
+
+class AddressError(HostnetError, ValueError):
     """An address the user gave cannot be used; the message says why and how to write it."""
+
+    exit_code = 2
 
 
 @dataclass(frozen=True)

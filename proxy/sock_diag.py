@@ -20,6 +20,8 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import Final, Generic, TypeVar
 
+from proxy.errors import HostnetOSError
+
 NETLINK_SOCK_DIAG: Final = 4
 SOCK_DIAG_BY_FAMILY: Final = 20
 NLMSG_ERROR: Final = 2
@@ -54,7 +56,7 @@ _RECV_SIZE: Final = 64 * 1024
 T = TypeVar("T")
 
 
-class SockDiagError(OSError):
+class SockDiagError(HostnetOSError):
     """The kernel refused a sock_diag dump; the message names the missing piece and the fix."""
 
 

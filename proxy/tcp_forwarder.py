@@ -17,6 +17,7 @@ from typing import Any
 
 from proxy.addresses import Endpoint
 from proxy.counters import ForwardCounters
+from proxy.errors import HostnetOSError
 from proxy.listening_socket import ListeningSocket
 from proxy.tcp_copy import CopyPair
 from proxy.tcp_splice import SplicePair, abort, release_idle_pipes
@@ -31,7 +32,7 @@ ACCEPT_PAUSE = 0.05
 KEEPALIVE_IDLE = 60
 
 
-class ListenError(OSError):
+class ListenError(HostnetOSError):
     """The listen address cannot be used; the message names the cause and the fix."""
 
 

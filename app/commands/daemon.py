@@ -9,9 +9,9 @@ import signal
 import sys
 from typing import Any
 
-from app.control_client import ControlClient, ControlError, DaemonUnavailable
+from app.control_client import ControlClient
 from app.daemon.control_api import serve
-from app.daemon.service import Daemon, DaemonError
+from app.daemon.service import Daemon
 from app.paths import admin_settings_path, user_paths
 from proxy.event_loop import raise_fd_limit, run
 from proxy.policy import Refuse
@@ -32,11 +32,7 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
 def run_daemon(args: argparse.Namespace) -> int:
     paths = user_paths()
     if args.stop:
-        try:
-            ControlClient(paths.control_socket).call("POST", "/v1/shutdown")
-        except (DaemonUnavailable, ControlError) as exc:
-            print(f"hostnet daemon: {exc}", file=sys.stderr)
-            return 1
+        ControlClient(paths.control_socket).call("POST", "/v1/shutdown")
         return 0
     paths.ensure()
     paths.daemon_log.touch(mode=0o600)
@@ -48,16 +44,9 @@ def run_daemon(args: argparse.Namespace) -> int:
     )
     raise_fd_limit()
     daemon = Daemon(paths, admin_file=admin_settings_path())
-    try:
-        daemon.acquire_lock()
-    except DaemonError as exc:
-        print(f"hostnet daemon: {exc}", file=sys.stderr)
-        return 1
+    daemon.acquire_lock()
     try:
         return run(_main(daemon))
-    except DaemonError as exc:
-        print(f"hostnet daemon: {exc}", file=sys.stderr)
-        return 1
     finally:
         daemon.release_lock()
 

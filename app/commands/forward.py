@@ -7,10 +7,9 @@ import asyncio
 import signal
 import sys
 
-from proxy.addresses import AddressError, parse_endpoint
+from proxy.addresses import parse_endpoint
 from proxy.event_loop import raise_fd_limit, run
 from proxy.forwarder import Forward, ForwardSpec
-from proxy.tcp_forwarder import ListenError
 
 
 def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -40,12 +39,8 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
 
 
 def run_forward(args: argparse.Namespace) -> int:
-    try:
-        listen = parse_endpoint(args.listen)
-        target = parse_endpoint(args.target)
-    except AddressError as exc:
-        print(f"hostnet forward: {exc}", file=sys.stderr)
-        return 2
+    listen = parse_endpoint(args.listen)
+    target = parse_endpoint(args.target)
     if args.udp_idle_timeout <= 0 or args.udp_max_flows < 1:
         print(
             "hostnet forward: --udp-idle-timeout and --udp-max-flows must be positive",
@@ -60,11 +55,7 @@ def run_forward(args: argparse.Namespace) -> int:
         udp_max_flows=args.udp_max_flows,
     )
     raise_fd_limit()
-    try:
-        return run(_serve(spec))
-    except ListenError as exc:
-        print(f"hostnet forward: {exc}", file=sys.stderr)
-        return 1
+    return run(_serve(spec))
 
 
 async def _serve(spec: ForwardSpec) -> int:

@@ -128,8 +128,6 @@ def run_login(args: argparse.Namespace) -> int:
                     timeout=args.timeout,
                 )
             )
-    except SignInError as exc:
-        return _err(str(exc))
     except EOFError:
         return _err("No input: sign-in cancelled.")
     session = outcome.session
@@ -140,10 +138,7 @@ def run_login(args: argparse.Namespace) -> int:
 
 
 def run_logout(args: argparse.Namespace) -> int:
-    try:
-        outcome = asyncio.run(manager.logout(user_paths()))
-    except SignInError as exc:
-        return _err(str(exc))
+    outcome = asyncio.run(manager.logout(user_paths()))
     if outcome.signed_out is None:
         print("Nobody was signed in.")
     else:

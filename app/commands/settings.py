@@ -13,9 +13,7 @@ import sys
 from typing import Any, TextIO
 
 from app.settings.effective import EffectiveSettings
-from app.settings.errors import SettingsError
 from app.settings.parse import parse_value
-from app.settings.problems import Problem
 from app.settings.schema import resolve_key, specs
 from app.settings.store import SettingsStore
 
@@ -61,18 +59,14 @@ def register(subparsers: Any) -> None:
 
 def run(args: argparse.Namespace, store: SettingsStore | None = None) -> int:
     store = store if store is not None else SettingsStore()
-    try:
-        if args.settings_action == "list":
-            return _list(store, as_json=args.json)
-        if args.settings_action == "get":
-            return _get(store, args.key, as_json=args.json)
-        if args.settings_action == "set":
-            return _set(store, args.key, args.value)
-        if args.settings_action == "reset":
-            return _reset(store, args.key)
-    except SettingsError as exc:
-        _print_error(exc.problem)
-        return exc.exit_code
+    if args.settings_action == "list":
+        return _list(store, as_json=args.json)
+    if args.settings_action == "get":
+        return _get(store, args.key, as_json=args.json)
+    if args.settings_action == "set":
+        return _set(store, args.key, args.value)
+    if args.settings_action == "reset":
+        return _reset(store, args.key)
     raise AssertionError(f"unknown settings action {args.settings_action!r}")
 
 
@@ -86,13 +80,6 @@ def _print_new_problems(before: EffectiveSettings, after: EffectiveSettings) -> 
     for problem in after.problems:
         if problem not in before.problems:
             print(f"hostnet: warning: {problem}", file=sys.stderr)
-
-
-def _print_error(problem: Problem) -> None:
-    subject = f"{problem.key}: " if problem.key else ""
-    print(f"hostnet: settings: {subject}{problem.message}", file=sys.stderr)
-    if problem.fix:
-        print(problem.fix, file=sys.stderr)
 
 
 def _show(value: Any) -> str:

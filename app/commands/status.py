@@ -4,10 +4,9 @@ from __future__ import annotations
 
 import argparse
 import json
-import sys
 from typing import Any
 
-from app.control_client import ControlClient, ControlError, DaemonUnavailable
+from app.control_client import ControlClient, DaemonUnavailable
 from app.paths import user_paths
 
 
@@ -33,9 +32,6 @@ def run_status(args: argparse.Namespace) -> int:
         else:
             print(f"hostnet: stopped: {exc}")
         return 3
-    except ControlError as exc:
-        print(f"hostnet status: {exc}", file=sys.stderr)
-        return 1
     if args.json:
         print(json.dumps(status, indent=2))
         return 0
@@ -56,11 +52,7 @@ def run_status(args: argparse.Namespace) -> int:
 
 
 def run_ports(args: argparse.Namespace) -> int:
-    try:
-        ports = _fetch("/v1/ports")
-    except (DaemonUnavailable, ControlError) as exc:
-        print(f"hostnet ports: {exc}", file=sys.stderr)
-        return 1
+    ports = _fetch("/v1/ports")
     if args.json:
         print(json.dumps(ports, indent=2))
         return 0

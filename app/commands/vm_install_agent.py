@@ -13,14 +13,13 @@ import json
 import re
 import shlex
 import subprocess
-import sys
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
 from app.paths import user_paths
 from proxy.addresses import AddressError
-from proxy.wire import SecretFileError
+from proxy.errors import HostnetError
 from proxy.wire.secret import load_or_create_secret
 from vm.transport.address import TransportAddress, parse_transport
 
@@ -102,7 +101,7 @@ fi
 """
 
 
-class InstallError(Exception):
+class InstallError(HostnetError):
     """Installing failed; the message names the problem and the fix."""
 
 
@@ -297,22 +296,11 @@ def run_install_agent(args: argparse.Namespace) -> int:
     try:
         listen = agent_listen_address(args.listen)
     except AddressError as exc:
-        print(
-            f"hostnet vm install-agent: --listen: {exc} (vsock:ANY:PORT also works)",
-            file=sys.stderr,
-        )
-        return 2
-    try:
-        agent_dir = find_agent_dir(args.agent_dir)
-        secret_file = (args.secret_file or default_secret_file(target.host)).resolve()
-        try:
-            secret = load_or_create_secret(secret_file)
-        except SecretFileError as exc:
-            raise InstallError(str(exc)) from None
-        report = install_agent(target, listen, secret, agent_dir)
-    except InstallError as exc:
-        print(f"hostnet vm install-agent: {exc}", file=sys.stderr)
-        return 1
+        raise AddressError(f"--listen: {exc.problem}", "vsock:ANY:PORT also works") from None
+    agent_dir = find_agent_dir(args.agent_dir)
+    secret_file = (args.secret_file or default_secret_file(target.host)).resolve()
+    secret = load_or_create_secret(secret_file)
+    report = install_agent(target, listen, secret, agent_dir)
     cid = int(report["cid"]) if report.get("cid", "").isdigit() else None
     transport = daemon_transport(listen, target.host, cid)
     options = {"transport": transport, "secret_file": str(secret_file)}

@@ -19,7 +19,7 @@ from typing import Any
 
 from app.control_client import ControlClient, ControlError, DaemonUnavailable
 from app.paths import Paths, user_paths
-from app.settings import SettingsError, SettingsStore
+from app.settings import SettingsStore
 
 UP_TIMEOUT = 240.0  # a first boot builds the image (apt download) and may run under TCG
 EXEC_TIMEOUT = 20.0
@@ -50,11 +50,7 @@ def run_qemu_up(args: argparse.Namespace) -> int:
         )
         return 1
     if status is None:
-        try:
-            SettingsStore(paths).set("VmBackend", "qemu")
-        except SettingsError as exc:
-            print(f"hostnet vm up: cannot choose the qemu backend: {exc}", file=sys.stderr)
-            return 1
+        SettingsStore(paths).set("VmBackend", "qemu")
         from app.gui.daemon_start import spawn_daemon  # no Qt: the detached daemon starter
 
         proc = spawn_daemon(paths)
@@ -84,11 +80,7 @@ def run_qemu_up(args: argparse.Namespace) -> int:
 def exec_through_agent(paths: Paths, command: list[str], detach: bool) -> int:
     """Run ``command`` in the VM through the daemon and its agent; the command's exit status."""
     body: dict[str, Any] = {"argv": command, "detach": detach}
-    try:
-        result = _client(paths, EXEC_TIMEOUT).call("POST", "/v1/vm/exec", body)
-    except (DaemonUnavailable, ControlError) as exc:
-        print(f"hostnet vm exec: {exc}", file=sys.stderr)
-        return 1
+    result = _client(paths, EXEC_TIMEOUT).call("POST", "/v1/vm/exec", body)
     if detach:
         print(f"started in the VM: pid {result['pid']}, output in {result['log']} (in the VM)")
         return 0

@@ -29,12 +29,7 @@ from aiohttp import web
 
 from app.daemon.agent_link import REQUEST_TIMEOUT
 from app.daemon.service import Daemon
-from app.settings import (
-    SettingLockedError,
-    SettingsError,
-    SignInNeededError,
-    UnknownSettingError,
-)
+from proxy.errors import HostnetError
 from proxy.wire import ProtocolError, Request, Response
 from vm.transport.wire_socket import connect_wire
 
@@ -42,8 +37,11 @@ MAX_BODY = 64 * 1024
 DAEMON_KEY = web.AppKey("daemon", Daemon)
 
 
-def _error(status: int, code: str, message: str) -> web.Response:
-    return web.json_response({"error": code, "message": message}, status=status)
+def _error(status: int, kind: str, problem: str, fix: str = "") -> web.Response:
+    """The API's one error shape: {error, problem, fix}, plus both as one ``message``."""
+    message = f"{problem}; {fix}" if fix and fix not in problem else problem
+    body = {"error": kind, "problem": problem, "fix": fix, "message": message}
+    return web.json_response(body, status=status)
 
 
 async def get_status(request: web.Request) -> web.Response:
@@ -65,16 +63,7 @@ async def put_settings(request: web.Request) -> web.Response:
     body = await _read_object(request, '{"HostNetworkingEnabled": true}', empty_ok=False)
     if isinstance(body, web.Response):
         return body
-    try:
-        change = await asyncio.get_running_loop().run_in_executor(None, daemon.store.update, body)
-    except SettingLockedError as exc:
-        return _error(403, "locked", str(exc))
-    except SignInNeededError as exc:
-        return _error(409, "sign-in-needed", str(exc))
-    except UnknownSettingError as exc:
-        return _error(404, "unknown-setting", str(exc))
-    except SettingsError as exc:
-        return _error(400, "bad-value", str(exc))
+    change = await asyncio.get_running_loop().run_in_executor(None, daemon.store.update, body)
     await daemon.reload()
     return web.json_response(
         {
@@ -97,8 +86,11 @@ async def post_shutdown(request: web.Request) -> web.Response:
     return web.json_response({"stopping": True})
 
 
-class AgentUnavailable(ConnectionError):
+class AgentUnavailable(HostnetError, ConnectionError):
     """No agent to ask; the message says why."""
+
+    kind = "agent-unavailable"
+    http_status = 409
 
 
 async def agent_request(daemon: Daemon, method: str, params: dict[str, Any]) -> Response:
@@ -154,10 +146,7 @@ async def _agent_call(request: web.Request, method: str) -> web.Response:
     body = await _read_object(request)
     if isinstance(body, web.Response):
         return body
-    try:
-        response = await agent_request(daemon, method, body)
-    except AgentUnavailable as exc:
-        return _error(409, "agent-unavailable", str(exc))
+    response = await agent_request(daemon, method, body)
     if not response.ok:
         return _error(400, "refused", str(response.result))
     return web.json_response(response.result)
@@ -209,6 +198,8 @@ async def json_errors(request: web.Request, handler: Any) -> web.StreamResponse:
     try:
         response: web.StreamResponse = await handler(request)
         return response
+    except HostnetError as exc:
+        return _error(exc.http_status, exc.kind, exc.problem, exc.fix)
     except ConnectionResetError:
         # The client went away in the middle of its request: nobody to answer, not an error.
         logging.getLogger(__name__).debug("client left during %s %s", request.method, request.path)

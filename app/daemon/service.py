@@ -15,15 +15,17 @@ from typing import Any
 
 from app.daemon.events import EventBus
 from app.daemon.forwarding import Forwarding
-from app.daemon.vm_backend import Backend, make_backend
 from app.paths import Paths
 from app.settings import EffectiveSettings, SettingsStore, is_excluded, port_ranges, watch_settings
 from app.signin.state import record_paths
 from proxy import __version__
+from proxy.errors import HostnetError
 from proxy.mirror_set import MirrorState
 from proxy.policy import Allow, Decision, Off, Refuse
-from vm.backends.netns import VMError
+from vm.backends.errors import VMError
 from vm.backends.netns_sockets import NamespaceSockets
+from vm.backends.protocol import Backend
+from vm.backends.registry import make_backend
 
 log = logging.getLogger(__name__)
 
@@ -32,7 +34,7 @@ GATE_RECHECK_INTERVAL = 5.0
 COUNTERS_INTERVAL = 1.0
 
 
-class DaemonError(RuntimeError):
+class DaemonError(HostnetError):
     """The daemon cannot start; the message names the cause and the fix."""
 
 
@@ -167,10 +169,10 @@ class Daemon:
 
     def _vm_sockets(self) -> NamespaceSockets | None:
         """Sockets made in the VM's namespace by a thread of ours, where we may enter it."""
-        path = getattr(self.backend, "netns_path", lambda: None)()
-        if path is None:
+        link = self.backend.shared_kernel_link() if self.backend is not None else None
+        if link is None:
             return None
-        sockets = NamespaceSockets(path)
+        sockets = NamespaceSockets(link.netns_path)
         try:
             sockets.start(
                 kinds=((socket.AF_INET, socket.SOCK_STREAM), (socket.AF_INET6, socket.SOCK_STREAM))

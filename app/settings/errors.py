@@ -3,20 +3,26 @@
 from __future__ import annotations
 
 from app.settings.problems import Problem
+from proxy.errors import HostnetError
 
 
-class SettingsError(Exception):
-    """A change that cannot be made; ``problem`` says why and how to fix it."""
+class SettingsError(HostnetError):
+    """A change that cannot be made; ``setting`` holds the structured problem (key, file)."""
 
+    kind = "bad-value"
+    http_status = 400
     exit_code = 2
 
-    def __init__(self, problem: Problem) -> None:
-        super().__init__(str(problem))
-        self.problem = problem
+    def __init__(self, setting: Problem) -> None:
+        where = f"{setting.file}: " if setting.file else ""
+        subject = f"{setting.key}: " if setting.key else ""
+        super().__init__(f"{where}{subject}{setting.message}", setting.fix)
+        self.setting = setting
 
 
 class UnknownSettingError(SettingsError):
-    pass
+    kind = "unknown-setting"
+    http_status = 404
 
 
 class SettingValueError(SettingsError):
@@ -30,12 +36,16 @@ class ReadOnlySettingError(SettingsError):
 class SettingLockedError(SettingsError):
     """An administrator locked the key in admin-settings.json."""
 
+    kind = "locked"
+    http_status = 403
     exit_code = 3
 
 
 class SignInNeededError(SettingsError):
     """Turning host networking on needs a signed-in account."""
 
+    kind = "sign-in-needed"
+    http_status = 409
     exit_code = 4
 
 

@@ -10,9 +10,10 @@ from pathlib import Path
 from typing import Any
 
 from app.settings.atomic import write_atomically
+from proxy.errors import HostnetError
 
 
-class BadJson(ValueError):
+class BadJson(HostnetError, ValueError):
     """The bytes are not a JSON document hostnet accepts; the message says where and why."""
 
 

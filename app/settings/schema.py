@@ -18,6 +18,8 @@ from typing import Any
 
 from jsonschema import Draft202012Validator
 
+from vm.backends.registry import backend_names
+
 SCHEMA_NAME = "settings.schema.json"
 REPO_SCHEMA = Path(__file__).resolve().parents[2] / "resources" / SCHEMA_NAME
 
@@ -70,6 +72,8 @@ def _schema_text() -> str:
 @cache
 def load_schema() -> dict[str, Any]:
     schema: dict[str, Any] = json.loads(_schema_text())
+    # The backends' one home is their registry: the enum comes from it, not from the file.
+    schema["properties"]["VmBackend"]["enum"] = backend_names()
     Draft202012Validator.check_schema(schema)
     return schema
 

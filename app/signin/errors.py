@@ -5,8 +5,10 @@ Every message names the problem and the fix; the CLI prints ``str(error)`` and t
 
 from __future__ import annotations
 
+from proxy.errors import HostnetError
 
-class SignInError(Exception):
+
+class SignInError(HostnetError):
     """Base class: signing in, refreshing or signing out did not work."""
 
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import enum
 
+from proxy.errors import HostnetError
 from proxy.mux.events import MuxEvent
 
 
@@ -22,7 +23,7 @@ class MuxErrorCode(enum.IntEnum):
     INTERNAL = 9  # a local failure
 
 
-class MuxError(Exception):
+class MuxError(HostnetError):
     """Base class: `code` says what kind of failure, the message says what exactly."""
 
     def __init__(self, code: MuxErrorCode, message: str) -> None:

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import enum
 
+from proxy.errors import HostnetError
+
 
 class ErrorCode(enum.IntEnum):
     """Why something failed; sent in `Error` messages and carried by `ProtocolError`.
@@ -29,7 +31,7 @@ class ErrorCode(enum.IntEnum):
     INTERNAL = 31  # a bug or an unexpected local failure on the sending side
 
 
-class ProtocolError(ValueError):
+class ProtocolError(HostnetError, ValueError):
     """The peer (or the local caller) broke the wire protocol.
 
     `code` says what kind of failure it was, `message` says what exactly and how to fix it.

@@ -7,10 +7,12 @@ import secrets
 import stat
 from pathlib import Path
 
+from proxy.errors import HostnetError
+
 SECRET_BYTES = 32
 
 
-class SecretFileError(Exception):
+class SecretFileError(HostnetError):
     """The secret file is missing, unsafe or malformed; the message names the fix."""
 
 

@@ -172,7 +172,7 @@ async def round_trips(sock: socket.socket, seconds: float) -> float:
 async def _boot(workdir: Path) -> tuple[Any, Any, Any]:
     from app.daemon.agent_link import AgentLink
     from vm.backends.qemu import QemuVM
-    from vm.backends.qemu_daemon import QemuBackend
+    from vm.backends.qemu_backend import QemuBackend
 
     backend = QemuBackend(
         workdir / "vm",

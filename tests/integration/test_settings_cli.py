@@ -17,6 +17,7 @@ from app.cli import build_parser
 from app.commands import settings as settings_command
 from app.paths import user_paths
 from app.settings import SettingsStore
+from app.settings.errors import SignInNeededError
 from app.signin.session import Session
 from app.signin.state import write_session
 
@@ -156,6 +157,10 @@ def test_in_process_with_injected_sign_in_check(hostnet_home: Path, signed_in: b
     args: argparse.Namespace = build_parser().parse_args(
         ["settings", "set", "HostNetworkingEnabled", "true"]
     )
-    status = settings_command.run(args, store=store)
-    assert status == (0 if signed_in else 4)
+    if signed_in:
+        assert settings_command.run(args, store=store) == 0
+    else:  # errors reach the CLI's main, the one place that turns them into an exit status
+        with pytest.raises(SignInNeededError) as refused:
+            settings_command.run(args, store=store)
+        assert refused.value.exit_code == 4
     assert store.load()["HostNetworkingEnabled"] is signed_in

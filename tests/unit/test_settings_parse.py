@@ -59,7 +59,7 @@ def test_parses(key: str, text: str, value: Any) -> None:
 def test_refuses_with_key_type_and_example(key: str, text: str, expected_in_message: str) -> None:
     with pytest.raises(SettingValueError) as caught:
         parse_value(specs()[key], text)
-    problem = caught.value.problem
+    problem = caught.value.setting
     assert problem.key == key
     assert expected_in_message in problem.message
     assert problem.fix.startswith(f"Example: `hostnet settings set {key} ")

@@ -8,12 +8,14 @@ import shutil
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
 
 import pytest
 from jsonschema import Draft202012Validator
 
 from app.settings import current_version, resolve_key, specs
 from app.settings.schema import REPO_SCHEMA, load_schema, validator
+from vm.backends.registry import BACKENDS, backend_names
 
 ROOT = Path(__file__).resolve().parents[2]
 REQUIRED_KEYS = {
@@ -38,7 +40,19 @@ def test_schema_is_valid_2020_12() -> None:
     schema = json.loads(REPO_SCHEMA.read_text())
     assert schema["$schema"] == "https://json-schema.org/draft/2020-12/schema"
     Draft202012Validator.check_schema(schema)
-    assert load_schema() == schema
+    assert load_schema() == with_registry_enum(schema)
+
+
+def with_registry_enum(schema: dict[str, Any]) -> dict[str, Any]:
+    """The file plus what the backend registry contributes (VmBackend's enum): nothing else."""
+    schema["properties"]["VmBackend"]["enum"] = backend_names()
+    return schema
+
+
+def test_vm_backend_enum_is_the_registry() -> None:
+    assert specs()["VmBackend"].enum == tuple(BACKENDS)
+    assert set(BACKENDS) == {"netns", "qemu", "attach"}
+    assert specs()["VmBackend"].default in BACKENDS
 
 
 def test_every_key_has_type_default_description_and_restart_flag() -> None:
@@ -114,4 +128,4 @@ def test_build_ships_the_schema(tmp_path: Path) -> None:
     assert result.returncode == 0, result.stderr
     shipped = build / "app" / "settings" / "settings.schema.json"
     assert not shipped.is_symlink()
-    assert json.loads(shipped.read_text()) == load_schema()
+    assert with_registry_enum(json.loads(shipped.read_text())) == load_schema()

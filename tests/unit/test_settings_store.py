@@ -261,8 +261,8 @@ def test_bad_values_are_refused_before_writing(hostnet_home: Path) -> None:
     ]:
         with pytest.raises(SettingValueError) as caught:
             store.set(key, value)
-        assert caught.value.problem.key == key
-        assert f"hostnet settings set {key}" in caught.value.problem.fix
+        assert caught.value.setting.key == key
+        assert f"hostnet settings set {key}" in caught.value.setting.fix
     with pytest.raises(UnknownSettingError):
         store.set("NoSuchThing", 1)
     # one bad change in a batch means nothing is written
@@ -291,8 +291,8 @@ def test_admin_lock_wins_and_cannot_be_changed(hostnet_home: Path) -> None:
     before = store.user_file.read_bytes()
     with pytest.raises(SettingLockedError) as caught:
         store.set("UseWindowsContainers", False)
-    assert "locked by your administrator" in caught.value.problem.message
-    assert str(admin) in caught.value.problem.message
+    assert "locked by your administrator" in caught.value.setting.message
+    assert str(admin) in caught.value.setting.message
     with pytest.raises(SettingLockedError):
         store.reset("UseWindowsContainers")
     assert store.user_file.read_bytes() == before
@@ -310,7 +310,7 @@ def test_sign_in_required_to_turn_on(hostnet_home: Path) -> None:
     store, check = make_store(hostnet_home, signed_in=False)
     with pytest.raises(SignInNeededError) as caught:
         store.set("HostNetworkingEnabled", True)
-    assert "hostnet login" in caught.value.problem.fix
+    assert "hostnet login" in caught.value.setting.fix
     assert not store.user_file.exists()
     store.set("HostNetworkingEnabled", False)  # turning off never asks
     check.flag.touch()

@@ -13,6 +13,7 @@ import os
 import signal
 from typing import Any
 
+from proxy.errors import HostnetError
 from proxy.wire.bounded_json import JsonValue
 
 MAX_OUTPUT = 32 * 1024  # per stream, so a Response stays well inside a control frame
@@ -20,7 +21,7 @@ DEFAULT_TIMEOUT = 8.0  # the daemon waits 10 s for any answer
 DETACHED_LOG_DIR = "/tmp"
 
 
-class CommandError(ValueError):
+class CommandError(HostnetError, ValueError):
     """A request the agent will not run; the message says what to send instead."""
 
 

@@ -26,15 +26,12 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 
 from proxy.wire import load_or_create_secret
+from vm.backends.errors import VMError
 
 AGENT_START_TIMEOUT = 10.0
 STOP_TIMEOUT = 3.0
 VETH_SPACE = ipaddress.ip_network("198.18.0.0/15")  # RFC 2544 benchmarking range
 ULA_PREFIX = "fd68:6e65:7400"
-
-
-class VMError(RuntimeError):
-    """The VM cannot be made or reached; the message says why and what to do."""
 
 
 @dataclass

@@ -21,6 +21,8 @@ import threading
 import time
 from collections import deque
 
+from proxy.errors import HostnetOSError
+
 CLONE_NEWNET = 0x40000000
 POOL_TARGET = 64
 """Sockets kept ready per kind; the thread refills when half are taken."""
@@ -30,7 +32,7 @@ EMPTY_WAIT = 1.0
 Kind = tuple[int, int]  # (family, type)
 
 
-class NamespaceSocketsError(OSError):
+class NamespaceSocketsError(HostnetOSError):
     """The namespace cannot be entered; the caller keeps using the agent."""
 
 
@@ -67,7 +69,7 @@ class NamespaceSockets:
         self._thread.start()
         self._ready.wait(5)
         if self._error is not None:
-            raise NamespaceSocketsError(f"cannot enter {self.netns_path}: {self._error}")
+            raise NamespaceSocketsError(None, f"cannot enter {self.netns_path}: {self._error}")
 
     def _run(self) -> None:
         try:

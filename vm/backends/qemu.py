@@ -30,6 +30,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from vm.backends.errors import VMError
 from vm.backends.qemu_accel import AccelChoice, AccelError, accel_args, choose_accel
 from vm.backends.qemu_guest_init import (
     BOOT_ENV,
@@ -51,7 +52,7 @@ GUEST_TMPFS_DIRS = ("/tmp", "/run")  # host paths under these are hidden in the 
 GUEST_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
 
 
-class QemuError(Exception):
+class QemuError(VMError):
     """The VM could not be started or controlled; the message says why and what to do."""
 
 

@@ -20,6 +20,7 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
+from vm.backends.errors import VMError
 from vm.backends.qemu_guest_init import PROBE_MARKER
 from vm.backends.qemu_image import VMImage
 
@@ -29,7 +30,7 @@ KVM_DEVICE = Path("/dev/kvm")
 log = logging.getLogger("hostnet.vm.qemu")
 
 
-class AccelError(Exception):
+class AccelError(VMError):
     """The requested accelerator is unknown or cannot work here; says which and why."""
 
 

@@ -30,6 +30,7 @@ from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
+from vm.backends.errors import VMError
 from vm.backends.qemu_guest_init import INIT_SCRIPT
 
 # What the guest needs, in the order /init loads them (dependencies are put first).
@@ -51,7 +52,7 @@ BUSYBOX_PACKAGE = "busybox-static"
 IMAGE_FORMAT = 2  # bump when the layout of the initramfs changes
 
 
-class ImageBuildError(Exception):
+class ImageBuildError(VMError):
     """The image cannot be built; the message names the problem and the fix."""
 
 

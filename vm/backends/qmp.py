@@ -12,8 +12,10 @@ import json
 from pathlib import Path
 from typing import Any
 
+from vm.backends.errors import VMError
 
-class QMPError(Exception):
+
+class QMPError(VMError):
     """QMP refused a command, or the monitor is not reachable."""
 
 

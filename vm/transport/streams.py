@@ -9,12 +9,13 @@ from __future__ import annotations
 
 import socket
 
+from proxy.errors import HostnetError
 from proxy.wire import Attach, Error, ErrorCode, Open, OpenOk, Proto, ProtocolError, Role
 from vm.transport.address import TransportAddress
 from vm.transport.wire_socket import WireSocket, connect_wire
 
 
-class StreamRefused(ConnectionError):
+class StreamRefused(HostnetError, ConnectionError):
     """The other side refused to open the stream; ``code`` says why."""
 
     def __init__(self, code: ErrorCode, message: str) -> None:

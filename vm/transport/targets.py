@@ -14,6 +14,7 @@ from collections.abc import Iterable
 
 from proxy.addresses import Endpoint
 from proxy.counters import ForwardCounters
+from proxy.errors import HostnetError
 from proxy.listeners import Listener, Proto
 from proxy.tcp_copy import CopyPair
 from proxy.tcp_forwarder import connect_socket, tune
@@ -26,7 +27,7 @@ CONNECT_TIMEOUT = 5.0
 _WILDCARD = {socket.AF_INET: "0.0.0.0", socket.AF_INET6: "::"}
 
 
-class TargetError(ConnectionError):
+class TargetError(HostnetError, ConnectionError):
     def __init__(self, code: ErrorCode, message: str) -> None:
         super().__init__(message)
         self.code = code

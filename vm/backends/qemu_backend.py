@@ -36,7 +36,8 @@ from pathlib import Path
 from typing import Any
 
 from proxy.wire import load_or_create_secret
-from vm.backends.netns import VMError
+from vm.backends.errors import VMError
+from vm.backends.protocol import SharedKernelLink
 from vm.backends.qemu import QemuConfig, QemuError, QemuExit, QemuVM, default_visible_paths
 from vm.transport.address import TransportAddress
 from vm.transport.mux_link import close_host_link
@@ -46,17 +47,28 @@ VSOCK_PORT = 5123
 VSOCK_CID_ANY = 0xFFFFFFFF
 VHOST_VSOCK = Path("/dev/vhost-vsock")
 RESTART_HOLD = 5.0  # seconds a crash stays visible as an error before the VM boots again
-_KNOWN: dict[str, type | tuple[type, ...]] = {
-    "memory_mib": int,
-    "cpus": int,
-    "accel": str,
-    "kernel": str,
-    "modules_dir": str,
-    "image_cache_dir": str,
-    "boot_timeout": (int, float),
-    "stop_timeout": (int, float),
-    "transport": str,
-}
+OPTIONS_SCHEMA: dict[str, Any] = {
+    "type": "object",
+    "additionalProperties": False,
+    "properties": {
+        "memory_mib": {"type": "integer", "minimum": 128, "maximum": 1048576,
+                       "description": "guest memory, MiB (default 1024)"},
+        "cpus": {"type": "integer", "minimum": 1, "maximum": 256,
+                 "description": "virtual CPUs (default 2)"},
+        "accel": {"type": "string", "enum": ["auto", "kvm", "tcg"],
+                  "description": "accelerator: auto probes KVM and falls back to TCG"},
+        "kernel": {"type": "string", "description": "a bzImage to boot instead of Debian's kernel"},
+        "modules_dir": {"type": "string", "description": "the kernel's lib/modules/<version>"},
+        "image_cache_dir": {"type": "string", "description": "where images are kept"},
+        "boot_timeout": {"type": "number", "minimum": 1, "maximum": 3600,
+                         "description": "seconds to wait for the guest's agent (default 90)"},
+        "stop_timeout": {"type": "number", "minimum": 0, "maximum": 3600,
+                         "description": "seconds to wait for a power-off (default 15)"},
+        "transport": {"type": "string", "enum": ["auto", "virtio", "vsock"],
+                      "description": "virtio-serial mux or vsock; auto picks vsock if usable"},
+    },
+    "examples": [{"memory_mib": 1024, "cpus": 2, "accel": "auto"}],
+}  # fmt: skip
 
 
 def vsock_usable() -> bool:
@@ -72,36 +84,13 @@ def _python_path() -> str:
     return ":".join(dict.fromkeys(entries))
 
 
-def check_options(options: dict[str, Any]) -> dict[str, Any]:
-    """The options, type-checked; VMError naming the bad one and the fix."""
-    for key, value in options.items():
-        wanted = _KNOWN.get(key)
-        if wanted is None:
-            raise VMError(
-                f"VmOptions has {key!r}, which the qemu backend does not know; it reads "
-                f"{', '.join(sorted(_KNOWN))}"
-            )
-        if not isinstance(value, wanted) or isinstance(value, bool):
-            raise VMError(
-                f"VmOptions {key}={value!r} has the wrong type: set it with "
-                f"`hostnet settings set VmOptions '{{\"{key}\": ...}}'`"
-            )
-    transport = options.get("transport", "auto")
-    if transport not in ("auto", "virtio", "vsock"):
-        raise VMError(f'VmOptions transport={transport!r}: use "auto", "virtio" or "vsock"')
-    accel = options.get("accel", "auto")
-    if accel not in ("auto", "kvm", "tcg"):
-        raise VMError(f'VmOptions accel={accel!r}: use "auto", "kvm" or "tcg"')
-    return options
-
-
 class QemuBackend:
-    """Backend protocol (app/daemon/vm_backend.py) for a QEMU micro-VM."""
+    """The Backend protocol (vm/backends/protocol.py) for a QEMU micro-VM."""
 
     name = "qemu"
 
     def __init__(self, vm_dir: Path, options: dict[str, Any]) -> None:
-        self.options = check_options(dict(options))
+        self.options = dict(options)
         self.vm_dir = vm_dir / "qemu"
         self.share_dir = self.vm_dir / "share"
         self.secret_file = self.share_dir / "secret"
@@ -195,3 +184,6 @@ class QemuBackend:
             if self.vm.running:
                 await self.vm.stop(timeout=5)
         await self.up()
+
+    def shared_kernel_link(self) -> SharedKernelLink | None:
+        return None

@@ -1,0 +1,50 @@
+"""The ``attach`` backend: an existing VM whose agent already listens somewhere.
+
+hostnet neither starts nor stops such a VM; it only connects to its agent.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from proxy.wire import load_secret
+from vm.backends.protocol import SharedKernelLink
+from vm.transport.address import TransportAddress, parse_transport
+
+OPTIONS_SCHEMA: dict[str, Any] = {
+    "type": "object",
+    "additionalProperties": False,
+    "required": ["transport", "secret_file"],
+    "properties": {
+        "transport": {
+            "type": "string",
+            "description": "where the agent listens: vsock:CID:PORT, tcp:HOST:PORT or unix:PATH",
+        },
+        "secret_file": {"type": "string", "description": "the agent's secret file (mode 0600)"},
+    },
+    "examples": [{"transport": "vsock:3:5123", "secret_file": "/path/to/secret"}],
+}
+
+
+class AttachBackend:
+    name = "attach"
+
+    def __init__(self, vm_dir: Path, options: dict[str, Any]) -> None:
+        self.address = parse_transport(str(options["transport"]))
+        self.secret_file = Path(str(options["secret_file"]))
+
+    async def up(self) -> tuple[TransportAddress, bytes]:
+        return self.address, load_secret(self.secret_file)
+
+    async def down(self) -> None:
+        return None
+
+    async def agent_alive(self) -> bool:
+        return True
+
+    async def restart_agent(self) -> None:
+        return None
+
+    def shared_kernel_link(self) -> SharedKernelLink | None:
+        return None
