@@ -3,14 +3,12 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Literal
 
 from proxy.addresses import Endpoint
 from proxy.counters import ForwardCounters
+from proxy.listeners import Proto
 from proxy.tcp_forwarder import TcpForwarder, tcp_connector
 from proxy.udp_forwarder import DEFAULT_IDLE_TIMEOUT, DEFAULT_MAX_FLOWS, UdpForwarder
-
-Proto = Literal["tcp", "udp"]
 
 
 @dataclass(frozen=True)

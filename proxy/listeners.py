@@ -6,6 +6,10 @@ from dataclasses import dataclass
 from typing import Literal
 
 Proto = Literal["tcp", "udp"]
+"""The one spelling of a layer-4 protocol, everywhere in hostnet (wire messages included)."""
+
+ListenerKey = tuple[Proto, str, int]
+"""What identifies a listener across the two sides: protocol, address literal and port."""
 
 
 @dataclass(frozen=True, slots=True, order=True)
@@ -29,7 +33,7 @@ class Listener:
     interface: int = 0
 
     @property
-    def key(self) -> tuple[Proto, str, int]:
+    def key(self) -> ListenerKey:
         """The identity a mirror is keyed on: protocol, address and port."""
         return (self.proto, self.host, self.port)
 

@@ -19,6 +19,7 @@ from dataclasses import dataclass, field
 from proxy.addresses import Endpoint
 from proxy.counters import ForwardCounters
 from proxy.listeners import Proto
+from proxy.states import MirrorPhase
 from proxy.tcp_forwarder import ListenError, TcpForwarder
 from proxy.udp_forwarder import UdpForwarder
 
@@ -51,7 +52,7 @@ class MirrorState:
 
     key: MirrorKey
     remote_host: str
-    state: str = "pending"
+    state: MirrorPhase = MirrorPhase.PENDING
     reason: str = ""
     engine: Engine | None = field(default=None, repr=False)
 
@@ -177,35 +178,39 @@ class MirrorSet:
                     # joined 0.0.0.0): restart the mirror towards it, not just stop it.
                     await self.stop_engine(mirror)
                     mirror.remote_host = remote_host
-                    if mirror.state == "active":
-                        mirror.state = "pending"
-                if mirror.state != "active":
+                    if mirror.state == MirrorPhase.ACTIVE:
+                        mirror.state = MirrorPhase.PENDING
+                if mirror.state != MirrorPhase.ACTIVE:
                     await self._try_start(mirror)
             self._schedule_retry()
 
     async def _try_start(self, mirror: MirrorState) -> None:
         key = mirror.key
         if self.excluded_ports(key.port):
-            self._set(mirror, "excluded", f"port {key.port} is in the excluded ports setting")
+            self._set(
+                mirror, MirrorPhase.EXCLUDED, f"port {key.port} is in the excluded ports setting"
+            )
             return
         if self.local_ports(key.proto, key.port):
-            self._set(mirror, "shadowed", f"a local program already listens on port {key.port}")
+            self._set(
+                mirror, MirrorPhase.SHADOWED, f"a local program already listens on port {key.port}"
+            )
             return
         engine = self.make_engine(key.proto, Endpoint(key.bind, key.port), mirror.remote_host)
         try:
             await engine.start()
         except ListenError as exc:
             if exc.errno == errno.EADDRINUSE:
-                self._set(mirror, "conflict", str(exc))
+                self._set(mirror, MirrorPhase.CONFLICT, str(exc))
             elif exc.errno == errno.EACCES:
-                self._set(mirror, "privileged", str(exc))
+                self._set(mirror, MirrorPhase.PRIVILEGED, str(exc))
             else:
-                self._set(mirror, "error", str(exc))
+                self._set(mirror, MirrorPhase.ERROR, str(exc))
             return
         mirror.engine = engine
-        self._set(mirror, "active", "")
+        self._set(mirror, MirrorPhase.ACTIVE, "")
 
-    def _set(self, mirror: MirrorState, state: str, reason: str) -> None:
+    def _set(self, mirror: MirrorState, state: MirrorPhase, reason: str) -> None:
         if (mirror.state, mirror.reason) != (state, reason):
             mirror.state, mirror.reason = state, reason
             self.on_change(mirror)
@@ -222,14 +227,14 @@ class MirrorSet:
     async def _remove(self, key: MirrorKey) -> None:
         mirror = self.mirrors.pop(key)
         await self.stop_engine(mirror)
-        mirror.state, mirror.reason = "removed", ""
+        mirror.state, mirror.reason = MirrorPhase.REMOVED, ""
         self.on_change(mirror)
 
     def _schedule_retry(self) -> None:
         if self._retry is not None:
             self._retry.cancel()
             self._retry = None
-        if any(m.state != "active" for m in self.mirrors.values()) and not self._closed:
+        if any(m.state != MirrorPhase.ACTIVE for m in self.mirrors.values()) and not self._closed:
             loop = asyncio.get_running_loop()
 
             def retry() -> None:

@@ -15,6 +15,7 @@ import sys
 from collections.abc import Awaitable, Callable
 from typing import Any
 
+from proxy.accept_loop import AcceptLoop
 from proxy.addresses import Endpoint
 from proxy.counters import ForwardCounters
 from proxy.errors import HostnetOSError
@@ -27,8 +28,6 @@ Connector = Callable[[tuple[str, int]], Awaitable[socket.socket]]
 
 SPLICE_AVAILABLE = sys.platform == "linux" and hasattr(os, "splice")
 CONNECT_TIMEOUT = 10.0
-ACCEPTS_PER_WAKEUP = 64
-ACCEPT_PAUSE = 0.05
 KEEPALIVE_IDLE = 60
 
 
@@ -179,6 +178,7 @@ class TcpForwarder(ListeningSocket):
         self.counters = ForwardCounters()
         self._sock = sock
         self._loop: asyncio.AbstractEventLoop | None = None
+        self._accepting: AcceptLoop | None = None
         self._pairs: set[SplicePair | CopyPair] = set()
         self._tasks: set[asyncio.Task[None]] = set()
         self._connecting: dict[int, tuple[socket.socket, socket.socket, asyncio.TimerHandle]] = {}
@@ -187,13 +187,14 @@ class TcpForwarder(ListeningSocket):
         self._loop = asyncio.get_running_loop()
         if self._sock is None:
             self._sock = open_listener(self.listen, self.backlog)
-        self._sock.setblocking(False)
-        self._loop.add_reader(self._sock.fileno(), self._on_acceptable)
+        self._accepting = AcceptLoop(self._sock, self._on_connection, self._on_accept_error)
+        self._accepting.start()
 
     async def stop(self) -> None:
         """Stop listening and reset every connection still open."""
-        if self._sock is not None and self._loop is not None:
-            self._loop.remove_reader(self._sock.fileno())
+        if self._accepting is not None:
+            self._accepting.stop()
+        if self._sock is not None:
             self._sock.close()
         for fd, (client, upstream, timer) in list(self._connecting.items()):
             if self._loop is not None:
@@ -213,37 +214,18 @@ class TcpForwarder(ListeningSocket):
             await asyncio.gather(*self._tasks, *copying, return_exceptions=True)
         release_idle_pipes()
 
-    def _on_acceptable(self) -> None:
-        assert self._sock is not None and self._loop is not None
-        for _ in range(ACCEPTS_PER_WAKEUP):
-            try:
-                conn, address = self._sock.accept()
-            except BlockingIOError:
-                return
-            except OSError as exc:
-                # EMFILE and friends: say so and pause accepting for a moment (the listener
-                # stays readable, so waiting on it now would spin); the backlog holds the rest.
-                self.counters.note_error(f"accept failed: {exc.strerror}")
-                self._pause_accepting()
-                return
-            conn.setblocking(False)
-            if isinstance(self.connector, TcpTarget):
-                self._connect_direct(conn, self.connector)
-                continue
-            task = self._loop.create_task(self._serve(conn, address))
-            self._tasks.add(task)
-            task.add_done_callback(self._tasks.discard)
+    def _on_accept_error(self, exc: OSError) -> None:
+        # EMFILE and friends: the accept loop pauses a moment; the backlog holds the rest.
+        self.counters.note_error(f"accept failed: {exc.strerror}")
 
-    def _pause_accepting(self) -> None:
-        assert self._sock is not None and self._loop is not None
-        loop, fd = self._loop, self._sock.fileno()
-        loop.remove_reader(fd)
-
-        def resume() -> None:
-            if self._sock is not None and self._sock.fileno() == fd:
-                loop.add_reader(fd, self._on_acceptable)
-
-        loop.call_later(ACCEPT_PAUSE, resume)
+    def _on_connection(self, conn: socket.socket, address: Any) -> None:
+        assert self._loop is not None
+        if isinstance(self.connector, TcpTarget):
+            self._connect_direct(conn, self.connector)
+            return
+        task = self._loop.create_task(self._serve(conn, address))
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
 
     def _connect_direct(self, client: socket.socket, target: TcpTarget) -> None:
         """Connect ``target`` for ``client`` with callbacks only (no task, no coroutine)."""

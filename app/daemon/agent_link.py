@@ -9,18 +9,17 @@ import socket
 from collections.abc import Awaitable, Callable
 
 from proxy.listeners import Proto
+from proxy.states import LinkState
 from proxy.wire import (
-    Error,
     ErrorCode,
     Listener,
     Listeners,
     ProtocolError,
-    Request,
     Response,
     StreamFailed,
-    StreamRequest,
 )
 from proxy.wire.bounded_json import JsonValue
+from vm.peer.control_channel import ControlHandler, serve_control
 from vm.transport.address import TransportAddress
 from vm.transport.control_requests import RequestTracker
 from vm.transport.targets import TargetError
@@ -32,38 +31,30 @@ FIRST_RETRY = 0.05
 MAX_RETRY = 1.0
 REQUEST_TIMEOUT = 10.0
 
-ListenerKey = tuple[Proto, str, int]
-
 
 class AgentLink:
-    """Keeps one authenticated control connection to the agent and reports what it says.
-
-    ``on_vm_listeners`` gets the VM's whole listener set after every change (empty while
-    the agent is away); ``on_stream_request`` serves the agent's StreamRequests;
-    ``on_connected`` is called after each (re)connection, to send the host's listeners.
-    """
+    """Keeps one authenticated control connection to the agent; its messages go to
+    ``handler`` (vm/peer/control_channel.py). ``on_connected`` runs after each
+    (re)connection (to send the host's listeners), ``on_lost`` after each loss."""
 
     def __init__(
         self,
         address: TransportAddress,
         secret: bytes,
+        handler: ControlHandler,
         *,
-        on_vm_listeners: Callable[[set[ListenerKey]], Awaitable[None]],
-        on_stream_request: Callable[[StreamRequest], None],
         on_connected: Callable[[], Awaitable[None]],
-        on_request: Callable[[WireSocket, Request], None] = lambda wire, request: None,
-        on_state: Callable[[str, str], None] = lambda state, detail: None,
+        on_lost: Callable[[], Awaitable[None]],
+        on_state: Callable[[LinkState, str], None] = lambda state, detail: None,
     ) -> None:
         self.address = address
         self.secret = secret
-        self.on_vm_listeners = on_vm_listeners
-        self.on_stream_request = on_stream_request
+        self.handler = handler
         self.on_connected = on_connected
-        self.on_request = on_request
+        self.on_lost = on_lost
         self.on_state = on_state
-        self.vm_listeners: set[ListenerKey] = set()
         self.wire: WireSocket | None = None
-        self.state = "connecting"
+        self.state = LinkState.CONNECTING
         self.detail = ""
         self.requests = RequestTracker()
         self._task: asyncio.Task[None] | None = None
@@ -93,7 +84,7 @@ class AgentLink:
             self.wire.close()
             self.wire = None
 
-    def _set_state(self, state: str, detail: str = "") -> None:
+    def _set_state(self, state: LinkState, detail: str = "") -> None:
         if (state, detail) != (self.state, self.detail):
             self.state, self.detail = state, detail
             self.on_state(state, detail)
@@ -106,48 +97,30 @@ class AgentLink:
                 wire = await connect_wire(sock, "daemon", "control", self.secret)
             except ProtocolError as exc:
                 # A wrong secret or version will not fix itself quickly: say so, retry slowly.
-                self._set_state("refused", exc.message)
+                self._set_state(LinkState.REFUSED, exc.message)
                 await asyncio.sleep(MAX_RETRY)
                 continue
             except (OSError, TimeoutError) as exc:
-                self._set_state("connecting", f"agent not reachable at {self.address}: {exc}")
+                self._set_state(
+                    LinkState.CONNECTING, f"agent not reachable at {self.address}: {exc}"
+                )
                 await asyncio.sleep(delay)
                 delay = min(delay * 2, MAX_RETRY)
                 continue
             delay = FIRST_RETRY
             self.wire = wire
-            self._set_state("connected")
+            self._set_state(LinkState.CONNECTED)
             try:
                 await self.on_connected()
-                await self._serve(wire)
+                await serve_control(wire, self.handler, self.requests)
             except (ProtocolError, OSError) as exc:
                 log.info("agent control connection lost: %s", exc)
             finally:
                 self.wire = None
                 wire.close()
                 self.requests.fail_all("the agent went away")
-                self._set_state("connecting", "the agent went away; reconnecting")
-                self.vm_listeners = set()
-                await self.on_vm_listeners(set())
-
-    async def _serve(self, wire: WireSocket) -> None:
-        while True:
-            event = await wire.next_event()
-            if isinstance(event, Listeners):
-                for item in event.removed:
-                    self.vm_listeners.discard((item.proto, item.host, item.port))
-                for item in event.added:
-                    self.vm_listeners.add((item.proto, item.host, item.port))
-                await self.on_vm_listeners(set(self.vm_listeners))
-            elif isinstance(event, StreamRequest):
-                self.on_stream_request(event)
-            elif isinstance(event, Response):
-                handed = wire.take_fd() if self.requests.expects_socket(event) else None
-                self.requests.resolve(event, handed)
-            elif isinstance(event, Request):
-                self.on_request(wire, event)
-            elif isinstance(event, Error):
-                raise ProtocolError(event.code, event.message, remote=True)
+                self._set_state(LinkState.CONNECTING, "the agent went away; reconnecting")
+                await self.on_lost()
 
     async def send_listeners(self, added: list[Listener], removed: list[Listener]) -> None:
         wire = self.wire

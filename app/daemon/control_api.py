@@ -30,6 +30,7 @@ from aiohttp import web
 from app.daemon.agent_link import REQUEST_TIMEOUT
 from app.daemon.service import Daemon
 from proxy.errors import HostnetError
+from proxy.states import VmState
 from proxy.wire import ProtocolError, Request, Response
 from vm.transport.wire_socket import connect_wire
 
@@ -105,7 +106,7 @@ async def agent_request(daemon: Daemon, method: str, params: dict[str, Any]) -> 
                     f"the VM's agent is not connected ({forwarding.link.detail or 'connecting'})"
                 )
             return await forwarding.link.request(method, params)
-        if daemon.backend is None or daemon.vm_state != "up":
+        if daemon.backend is None or daemon.vm_state != VmState.UP:
             raise AgentUnavailable(f"the VM is not up (state {daemon.vm_state}); start it first")
         address, secret = await daemon.backend.up()
         wire = await connect_wire(await address.connect(), "daemon", "control", secret)

@@ -1,5 +1,7 @@
-"""Host networking while it is allowed: VM listeners mirrored on the host, host listeners
-reported to the agent, and the agent's requests for host ports served."""
+"""Host networking while it is allowed, the daemon's side: a Peer (vm/peer/peer.py) on the
+host, the control link to the agent, and what only the host side does — opening VM ports
+on the control link or as streams, the shared-kernel fast path, and the agent's mirrors'
+states for ``hostnet ports``."""
 
 from __future__ import annotations
 
@@ -8,32 +10,23 @@ import contextlib
 import errno
 import logging
 import socket
-from collections.abc import Callable, Coroutine
+from collections.abc import Callable
 from typing import Any
 
-from app.daemon.agent_link import AgentLink, ListenerKey
-from proxy.addresses import Endpoint
+from app.daemon.agent_link import AgentLink
 from proxy.counters import ForwardCounters
-from proxy.listener_watcher import ListenerWatcher
 from proxy.listeners import Listener, Proto
-from proxy.mirror_set import (
-    ALL_INTERFACE_BINDS,
-    LOOPBACK_BINDS,
-    MIRRORABLE_HOSTS,
-    Engine,
-    MirrorSet,
-    MirrorState,
-)
-from proxy.tcp_forwarder import TcpForwarder, TcpTarget
-from proxy.udp_forwarder import DEFAULT_IDLE_TIMEOUT, UdpForwarder
-from proxy.wire import ErrorCode, ProtocolError, Request, Response, StreamFailed, StreamRequest
+from proxy.mirror_set import ALL_INTERFACE_BINDS, LOOPBACK_BINDS, MIRRORABLE_HOSTS, MirrorState
+from proxy.states import LinkState
+from proxy.udp_forwarder import DEFAULT_IDLE_TIMEOUT
 from proxy.wire import Listener as WireListener
+from proxy.wire import Listeners, ProtocolError, Request, Response, StreamFailed, StreamRequest
 from vm.backends.netns_sockets import NamespaceSockets
+from vm.peer.peer import Peer
 from vm.transport.address import TransportAddress
-from vm.transport.control_requests import OPEN, serve_open_request
-from vm.transport.stream_engines import stream_engine
+from vm.transport.control_requests import OPEN
 from vm.transport.streams import attach_stream, open_stream
-from vm.transport.targets import TargetError, connect_target, listening_now, relay_stream
+from vm.transport.targets import TargetError, relay_stream
 from vm.transport.wire_socket import WireSocket
 
 log = logging.getLogger(__name__)
@@ -41,9 +34,9 @@ log = logging.getLogger(__name__)
 VM_MIRROR_POLL = 0.5
 
 
-def host_listeners_to_report(listeners: frozenset[Listener]) -> set[WireListener]:
-    """The host listeners the VM should see: loopback and wildcard ones, once per key."""
-    return {WireListener(i.proto, i.host, i.port) for i in listeners if i.host in MIRRORABLE_HOSTS}
+def reported_to_vm(listener: Listener) -> bool:
+    """The host listeners the VM may see: loopback and wildcard ones only."""
+    return listener.host in MIRRORABLE_HOSTS
 
 
 class Forwarding:
@@ -57,41 +50,51 @@ class Forwarding:
         expose_all: bool,
         excluded: Callable[[int], bool],
         on_mirror: Callable[[MirrorState], None],
-        on_link_state: Callable[[str, str], None],
+        on_link_state: Callable[[LinkState, str], None],
         on_vm_mirrors: Callable[[list[dict[str, Any]]], None] = lambda mirrors: None,
         vm_sockets: NamespaceSockets | None = None,
         udp_idle_timeout: float = DEFAULT_IDLE_TIMEOUT,
     ) -> None:
-        self.vm_sockets = vm_sockets
-        self.udp_idle_timeout = udp_idle_timeout
         self.address = address
         self.secret = secret
         self.reverse_counters = ForwardCounters()
-        self.mirrors = MirrorSet(
-            self._make_engine,
+        self.peer = Peer(
+            side="on the host",
+            open_remote=self._open,
+            send_listeners=self._send_listeners,
             binds=ALL_INTERFACE_BINDS if expose_all else LOOPBACK_BINDS,
             excluded_ports=excluded,
-            on_change=on_mirror,
+            reports=reported_to_vm,
+            on_mirror=on_mirror,
+            udp_idle_timeout=udp_idle_timeout,
         )
-        self.host_watcher = ListenerWatcher(self._on_host_change, exclude=self.mirrors.own_inodes)
+        self.mirrors = self.peer.mirrors
         self.link = AgentLink(
             address,
             secret,
-            on_vm_listeners=self._on_vm_listeners,
-            on_stream_request=self._on_stream_request,
-            on_connected=self._send_all_host_listeners,
-            on_request=self._on_request,
+            self,
+            on_connected=self._on_connected,
+            on_lost=self.peer.remote_gone,
             on_state=on_link_state,
         )
-        self.reported: set[WireListener] = set()
+        self.vm_sockets: NamespaceSockets | None = None
+        self.replace_vm_sockets(vm_sockets)
         self.vm_mirrors: list[dict[str, Any]] = []
         self.on_vm_mirrors = on_vm_mirrors
-        self._tasks: set[asyncio.Task[None]] = set()
 
     async def start(self) -> None:
-        await self.host_watcher.start()
+        await self.peer.start()
         self.link.start()
-        self._spawn(self._poll_vm_mirrors())
+        self.peer.spawn(self._poll_vm_mirrors())
+
+    async def stop(self) -> None:
+        await self.link.stop()
+        await self.peer.stop()
+
+    async def _on_connected(self) -> None:
+        await self.peer.report_all()
+        # A request: its answer is read by the control loop, which starts after this returns.
+        self.peer.spawn(self._tell_agent_udp_idle_timeout(self.peer.udp_idle_timeout))
 
     async def _poll_vm_mirrors(self) -> None:
         """The agent's mirrors of host ports, with their states, for ``hostnet ports``."""
@@ -107,42 +110,24 @@ class Forwarding:
                 self.vm_mirrors = mirrors
                 self.on_vm_mirrors(mirrors)
 
-    async def stop(self) -> None:
-        await self.link.stop()
-        await self.mirrors.close()
-        await self.host_watcher.stop()
-        for task in list(self._tasks):
-            task.cancel()
-        await asyncio.gather(*self._tasks, return_exceptions=True)
-
-    def _spawn(self, coro: Coroutine[Any, Any, None]) -> None:
-        task = asyncio.get_running_loop().create_task(coro)
-        self._tasks.add(task)
-        task.add_done_callback(self._tasks.discard)
-
     # -- settings that apply live ---------------------------------------------------------
 
     async def set_expose_all(self, expose_all: bool) -> None:
-        await self.mirrors.set_binds(ALL_INTERFACE_BINDS if expose_all else LOOPBACK_BINDS)
+        await self.peer.set_binds(ALL_INTERFACE_BINDS if expose_all else LOOPBACK_BINDS)
 
     def set_udp_idle_timeout(self, seconds: float) -> None:
-        self.udp_idle_timeout = seconds
-        for mirror in self.mirrors.states():
-            if isinstance(mirror.engine, UdpForwarder):
-                mirror.engine.set_idle_timeout(seconds)
+        self.peer.set_udp_idle_timeout(seconds)
+        self.peer.spawn(self._tell_agent_udp_idle_timeout(seconds))
+
+    async def _tell_agent_udp_idle_timeout(self, seconds: float) -> None:
+        if self.link.connected:
+            with contextlib.suppress(ConnectionError, OSError, TimeoutError):
+                await self.link.request("udp_idle_timeout", {"seconds": seconds})
 
     async def set_excluded(self, excluded: Callable[[int], bool]) -> None:
-        self.mirrors.excluded_ports = excluded
-        for mirror in self.mirrors.states():
-            if mirror.state == "active" and excluded(mirror.key.port):
-                mirror.state = "pending"
-                await self.mirrors.stop_engine(mirror)
-        await self.mirrors.reconcile()
+        await self.peer.set_excluded(excluded)
 
-    # -- VM -> host mirrors ---------------------------------------------------------------
-
-    async def _on_vm_listeners(self, listeners: set[ListenerKey]) -> None:
-        await self.mirrors.set_remote(listeners)
+    # -- VM ports, reached from the host --------------------------------------------------
 
     def _vm_socket(self, family: socket.AddressFamily) -> socket.socket:
         vm_sockets = self.vm_sockets
@@ -153,6 +138,7 @@ class Forwarding:
     def replace_vm_sockets(self, vm_sockets: NamespaceSockets | None) -> None:
         """After the VM was made anew: sockets from the new namespace from now on."""
         old, self.vm_sockets = self.vm_sockets, vm_sockets
+        self.peer.direct_socket = self._vm_socket if vm_sockets is not None else None
         if old is not None:
             old.stop()
 
@@ -163,70 +149,35 @@ class Forwarding:
             return await self.link.open_socket(proto, host, port)
         return await open_stream(self.address, self.secret, "daemon", proto, host, port)
 
-    def _make_engine(self, proto: Proto, bind: Endpoint, remote_host: str) -> Engine:
-        port = bind.port
-        vm_sockets = self.vm_sockets
-        if proto == "tcp" and vm_sockets is not None:
-            # Same kernel, and a thread of ours inside the VM's namespace: connect the VM
-            # listener ourselves, with callbacks; one splice, no round trip to the agent.
-            target = Endpoint(remote_host, port)
-            return TcpForwarder(bind, TcpTarget(target, make_socket=self._vm_socket))
+    # -- the agent's control messages (ControlHandler) ------------------------------------
 
-        async def open_socket(proto: Proto) -> socket.socket:
-            return await self._open(proto, remote_host, port)
+    async def on_listeners(self, change: Listeners) -> None:
+        await self.peer.on_remote_listeners(change)
 
-        return stream_engine(proto, bind, open_socket, self.udp_idle_timeout)
+    async def _send_listeners(self, added: list[WireListener], removed: list[WireListener]) -> None:
+        await self.link.send_listeners(added, removed)
 
-    # -- host -> VM: what the agent mirrors, and its requests ------------------------------
-
-    def _on_host_change(self, added: frozenset[Listener], removed: frozenset[Listener]) -> None:
-        self._spawn(self._send_host_delta())
-
-    async def _send_host_delta(self) -> None:
-        now = host_listeners_to_report(self.host_watcher.current)
-        added, removed = now - self.reported, self.reported - now
-        self.reported = now
-        if added or removed:
-            await self.link.send_listeners(sorted(added, key=_key), sorted(removed, key=_key))
-
-    async def _send_all_host_listeners(self) -> None:
-        self.reported = host_listeners_to_report(self.host_watcher.current)
-        await self.link.send_listeners(sorted(self.reported, key=_key), [])
-
-    def _on_request(self, wire: WireSocket, request: Request) -> None:
+    def on_request(self, wire: WireSocket, request: Request) -> None:
         if request.method == OPEN:
-            self._spawn(self._serve_open(wire, request))
+            self.peer.spawn(self.peer.serve_open_request(wire, request))
         else:
-            self._spawn(
-                self._answer(
-                    wire,
-                    Response(request.id, False, f"the daemon does not answer {request.method!r}"),
-                )
-            )
+            refusal = Response(request.id, False, f"the daemon does not answer {request.method!r}")
+            self.peer.spawn(self._answer(wire, refusal))
 
     async def _answer(self, wire: WireSocket, response: Response) -> None:
         with contextlib.suppress(ProtocolError, OSError):
             await wire.send(response)
 
-    async def _serve_open(self, wire: WireSocket, request: Request) -> None:
-        """The agent asks for a host port (unix transport): connect it, hand it over."""
-        await serve_open_request(wire, request, self.host_watcher.current, "on the host")
+    def on_stream_failed(self, failure: StreamFailed) -> None:
+        log.info("the agent reports a failed stream %d: %s", failure.stream_id, failure.message)
 
-    def _on_stream_request(self, request: StreamRequest) -> None:
-        self._spawn(self._serve_stream_request(request))
+    def on_stream_request(self, request: StreamRequest) -> None:
+        self.peer.spawn(self._serve_stream_request(request))
 
     async def _serve_stream_request(self, request: StreamRequest) -> None:
-        if not listening_now(self.host_watcher.current, request.proto, request.host, request.port):
-            await self.link.stream_failed(
-                StreamFailed(
-                    request.stream_id,
-                    ErrorCode.NOT_LISTENING,
-                    f"nothing listens on host {request.proto} port {request.port}",
-                )
-            )
-            return
+        """The agent asks for a host port (transports without descriptor passing)."""
         try:
-            target = await connect_target(request.proto, request.host, request.port)
+            target = await self.peer.connect_local(request.proto, request.host, request.port)
         except TargetError as exc:
             await self.link.stream_failed(StreamFailed(request.stream_id, exc.code, str(exc)))
             return
@@ -243,7 +194,3 @@ class Forwarding:
             return
         with contextlib.suppress(OSError):
             await relay_stream(request.proto, stream, target, self.reverse_counters)
-
-
-def _key(item: WireListener) -> tuple[str, str, int]:
-    return (item.proto, item.host, item.port)

@@ -22,6 +22,7 @@ from proxy import __version__
 from proxy.errors import HostnetError
 from proxy.mirror_set import MirrorState
 from proxy.policy import Allow, Decision, Off, Refuse
+from proxy.states import ForwardingState, LinkState, VmState
 from vm.backends.errors import VMError
 from vm.backends.netns_sockets import NamespaceSockets
 from vm.backends.protocol import Backend
@@ -50,9 +51,9 @@ class Daemon:
         self._backend_config: tuple[str, dict[str, Any]] = ("", {})
         self._switching_vm = False
         self.forwarding: Forwarding | None = None
-        self.vm_state = "down"
+        self.vm_state = VmState.DOWN
         self.vm_detail = ""
-        self.link_state = "down"
+        self.link_state = LinkState.DOWN
         self.link_detail = ""
         self.restart_pending = False
         self.started_at = time.time()
@@ -121,11 +122,11 @@ class Daemon:
         name, options = self._backend_config = self._vm_config()
         try:
             self.backend = make_backend(name, options, self.paths.vm_dir)
-            self._set_vm("starting", "")
+            self._set_vm(VmState.STARTING, "")
             await self.backend.up()
-            self._set_vm("up", "")
+            self._set_vm(VmState.UP, "")
         except (VMError, OSError) as exc:
-            self._set_vm("error", str(exc))
+            self._set_vm(VmState.ERROR, str(exc))
             raise DaemonError(f"cannot start the VM: {exc}") from exc
 
     async def stop(self) -> None:
@@ -135,7 +136,7 @@ class Daemon:
         await self._stop_forwarding()
         if self.backend is not None:
             await self.backend.down()
-            self._set_vm("down", "")
+            self._set_vm(VmState.DOWN, "")
 
     # -- applying the gate ----------------------------------------------------------------
 
@@ -187,7 +188,7 @@ class Daemon:
             forwarding, self.forwarding = self.forwarding, None
             await forwarding.stop()
             forwarding.replace_vm_sockets(None)
-            self.link_state, self.link_detail = "down", ""
+            self.link_state, self.link_detail = LinkState.DOWN, ""
 
     async def restart_forwarding(self) -> None:
         """Apply & restart: forwarding starts over, on a new VM if its settings changed."""
@@ -292,7 +293,7 @@ class Daemon:
             await asyncio.sleep(AGENT_CHECK_INTERVAL)
             if self._switching_vm or self.backend is None or await self.backend.agent_alive():
                 continue
-            self._set_vm("restarting", "the agent stopped; starting it again")
+            self._set_vm(VmState.RESTARTING, "the agent stopped; starting it again")
             forwarding = self.forwarding
             if forwarding is not None:
                 # Leave the namespace first: our thread in it would keep a destroyed VM's
@@ -304,33 +305,33 @@ class Daemon:
                     forwarding.replace_vm_sockets(
                         await asyncio.get_running_loop().run_in_executor(None, self._vm_sockets)
                     )
-                self._set_vm("up", "")
+                self._set_vm(VmState.UP, "")
             except (VMError, OSError) as exc:
-                self._set_vm("error", str(exc))
+                self._set_vm(VmState.ERROR, str(exc))
                 await asyncio.sleep(1.0)
 
     # -- state for the control API --------------------------------------------------------
 
-    def _set_vm(self, state: str, detail: str) -> None:
+    def _set_vm(self, state: VmState, detail: str) -> None:
         self.vm_state, self.vm_detail = state, detail
         self.events.publish("status", self.status())
 
-    def _on_link_state(self, state: str, detail: str) -> None:
+    def _on_link_state(self, state: LinkState, detail: str) -> None:
         self.link_state, self.link_detail = state, detail
         self.events.publish("status", self.status())
 
     def _on_mirror(self, mirror: MirrorState) -> None:
         self.events.publish("port", port_entry(mirror))
 
-    def state_name(self) -> str:
+    def state_name(self) -> ForwardingState:
         decision = self.decision
         if isinstance(decision, Refuse):
-            return "refused"
+            return ForwardingState.REFUSED
         if isinstance(decision, Off):
-            return "off"
-        if self.vm_state == "error" or self.link_state == "refused":
-            return "error"
-        return "on"
+            return ForwardingState.OFF
+        if self.vm_state == VmState.ERROR or self.link_state == LinkState.REFUSED:
+            return ForwardingState.ERROR
+        return ForwardingState.ON
 
     def status(self) -> dict[str, Any]:
         decision = self.decision

@@ -12,6 +12,7 @@ Frames are `type (1) | length (4, big-endian) | payload` with per-state size lim
 UDP payloads on a stream use the separate `encode_datagram` / `DatagramDecoder` framing.
 """
 
+from proxy.listeners import Proto
 from proxy.wire.codec import MessageType, decode_payload, encode_frame
 from proxy.wire.connection import (
     NEED_DATA,
@@ -37,7 +38,6 @@ from proxy.wire.messages import (
     Message,
     Open,
     OpenOk,
-    Proto,
     Purpose,
     Request,
     Response,

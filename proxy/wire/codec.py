@@ -14,6 +14,7 @@ import struct
 from collections.abc import Callable
 from typing import NoReturn, cast
 
+from proxy.listeners import Proto
 from proxy.wire.bounded_json import decode_json
 from proxy.wire.errors import ErrorCode, ProtocolError
 from proxy.wire.limits import (
@@ -37,7 +38,6 @@ from proxy.wire.messages import (
     Message,
     Open,
     OpenOk,
-    Proto,
     Purpose,
     Request,
     Response,

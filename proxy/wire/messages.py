@@ -11,6 +11,7 @@ import re
 from dataclasses import dataclass, field
 from typing import Literal, NoReturn, TypeAlias, get_args
 
+from proxy.listeners import Proto
 from proxy.wire.bounded_json import JsonValue, encode_json
 from proxy.wire.errors import ErrorCode, ProtocolError
 from proxy.wire.limits import (
@@ -26,7 +27,6 @@ from proxy.wire.limits import (
 
 Role: TypeAlias = Literal["daemon", "agent"]
 Purpose: TypeAlias = Literal["control", "stream"]
-Proto: TypeAlias = Literal["tcp", "udp"]
 ROLES: tuple[Role, ...] = get_args(Role)
 PURPOSES: tuple[Purpose, ...] = get_args(Purpose)
 PROTOS: tuple[Proto, ...] = get_args(Proto)

@@ -186,16 +186,25 @@ async def _boot(workdir: Path) -> tuple[Any, Any, Any]:
     backend.vm = QemuVM(dataclasses.replace(backend.vm.config, extra_args=extra))
     address, secret = await backend.up()
 
-    async def nothing(*_args: object) -> None:
+    class Ignore:
+        """A control handler that ignores what the agent sends: only requests are used."""
+
+        async def on_listeners(self, change: object) -> None:
+            return None
+
+        def on_request(self, wire: object, request: object) -> None:
+            return None
+
+        def on_stream_request(self, request: object) -> None:
+            return None
+
+        def on_stream_failed(self, failure: object) -> None:
+            return None
+
+    async def nothing() -> None:
         return None
 
-    link = AgentLink(
-        address,
-        secret,
-        on_vm_listeners=nothing,
-        on_stream_request=lambda _request: None,
-        on_connected=nothing,
-    )
+    link = AgentLink(address, secret, Ignore(), on_connected=nothing, on_lost=nothing)
     link.start()
     async with asyncio.timeout(180):
         while not link.connected:

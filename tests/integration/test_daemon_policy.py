@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import os
 import subprocess
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -18,7 +19,14 @@ from tests.integration.daemon_fixture import (
     start_daemon,
     write_settings,
 )
-from tests.integration.vm_helpers import free_port, host_answer, start_server, tcp_open, wait_for
+from tests.integration.vm_helpers import (
+    free_port,
+    host_answer,
+    run_client,
+    start_server,
+    tcp_open,
+    wait_for,
+)
 from tests.signin_peers.fixtures import DOCKER_PASSWORD, DOCKER_USER, Registry
 
 pytestmark = pytest.mark.skipif(os.geteuid() != 0, reason="named network namespaces need root")
@@ -211,6 +219,38 @@ def test_udp_idle_timeout_setting_closes_idle_flows(daemon: RunningDaemon) -> No
         assert host_answer("udp", "127.0.0.1", port, b"hi") == b"echo:hi"
         assert open_flows() == 1
         wait_for(lambda: open_flows() == 0, 3, "the idle flow to close after 0.5 s")
+    finally:
+        server.kill()
+        server.wait()
+        daemon.client.call("PUT", "/v1/settings", {"HostNetworkingUdpIdleTimeoutSeconds": 60})
+
+
+def test_udp_idle_timeout_setting_reaches_the_agents_mirrors(daemon: RunningDaemon) -> None:
+    """The same setting applies to the agent's mirrors of host ports (VM -> host), live:
+    a flow that would stay for 60 s closes once the setting drops to 0.5 s."""
+    port = free_port("udp")
+    server = start_server([], "udp", "127.0.0.1", port)  # on the host
+
+    def open_flows() -> int:
+        return sum(
+            int(entry["counters"].get("udp_flows_open", 0))
+            for entry in daemon.ports()
+            if entry["port"] == port and entry["direction"] == "host-to-vm"
+        )
+
+    try:
+        wait_for(
+            lambda: daemon.port_state("host-to-vm", "udp", port, "127.0.0.1") == "active",
+            5,
+            "the agent's UDP mirror",
+        )
+        answer = run_client(daemon.vm_prefix, "udp", "127.0.0.1", port, "hi")
+        assert answer == "echo:hi"
+        wait_for(lambda: open_flows() == 1, 3, "the agent to count the flow")
+        time.sleep(1.0)
+        assert open_flows() == 1, "a 60 s idle timeout keeps the flow"
+        daemon.client.call("PUT", "/v1/settings", {"HostNetworkingUdpIdleTimeoutSeconds": 0.5})
+        wait_for(lambda: open_flows() == 0, 4, "the idle flow to close after 0.5 s")
     finally:
         server.kill()
         server.wait()

@@ -6,14 +6,11 @@ import asyncio
 import contextlib
 import logging
 import socket
-from collections.abc import Coroutine
-from typing import Any
 
-from proxy.addresses import Endpoint
+from proxy.accept_loop import AcceptLoop
 from proxy.counters import ForwardCounters
-from proxy.listener_watcher import ListenerWatcher
-from proxy.listeners import Listener, Proto
-from proxy.mirror_set import LOOPBACK_BINDS, Engine, MirrorSet
+from proxy.listeners import Proto
+from proxy.mirror_set import LOOPBACK_BINDS
 from proxy.wire import (
     Attach,
     Error,
@@ -30,25 +27,24 @@ from proxy.wire import (
 from proxy.wire import Listener as WireListener
 from vm.agent.commands import CommandError, Commands
 from vm.agent.requests import STREAM_REQUEST_TIMEOUT, PendingStreams
+from vm.peer.control_channel import serve_control
+from vm.peer.peer import Peer
 from vm.transport.address import TransportAddress
-from vm.transport.control_requests import OPEN, RequestTracker, serve_open_request
+from vm.transport.control_requests import OPEN, RequestTracker
 from vm.transport.mux_link import GuestMuxLink
-from vm.transport.stream_engines import stream_engine
-from vm.transport.targets import TargetError, connect_target, listening_now, relay_stream
+from vm.transport.targets import TargetError, relay_stream
 from vm.transport.wire_socket import WireSocket, accept_wire
 
 log = logging.getLogger(__name__)
 
 
-def to_wire(listeners: frozenset[Listener]) -> list[WireListener]:
-    return sorted(
-        {WireListener(item.proto, item.host, item.port) for item in listeners},
-        key=lambda x: (x.proto, x.host, x.port),
-    )
-
-
 class Agent:
-    """Accepts the daemon's connections on ``address`` and does what they ask."""
+    """Accepts the daemon's connections on ``address`` and does what they ask.
+
+    The mirroring itself is a Peer (vm/peer/peer.py), the same code the daemon runs; what
+    is the agent's own is accepting connections (or multiplexed streams), serving streams
+    the daemon opens, asking the daemon for host ports, and running commands.
+    """
 
     def __init__(self, address: TransportAddress, secret: bytes) -> None:
         self.address = address
@@ -57,13 +53,17 @@ class Agent:
         self.pending = PendingStreams()
         self.requests = RequestTracker()
         self.stream_counters = ForwardCounters()
-        self.host_listeners: set[tuple[Proto, str, int]] = set()
-        self.mirrors = MirrorSet(
-            self._make_engine, binds=LOOPBACK_BINDS, local_ports=self._vm_listens
+        self.peer = Peer(
+            side="in the VM",
+            open_remote=self._request_stream,
+            send_listeners=self._send_listeners,
+            binds=LOOPBACK_BINDS,
+            local_wins=True,  # the VM's own listener wins over a mirror of a host port
         )
-        self.watcher = ListenerWatcher(self._on_vm_change, exclude=self.mirrors.own_inodes)
-        self._tasks: set[asyncio.Task[None]] = set()
-        self._listener: socket.socket | None = None
+        self.mirrors = self.peer.mirrors
+        self.watcher = self.peer.watcher
+        self._tasks = self.peer.tasks  # every task the agent runs, for leak checks
+        self._accepting: AcceptLoop | None = None
         self._mux_link: GuestMuxLink | None = None
         self.commands = Commands()
         self._control_lock = asyncio.Lock()
@@ -72,54 +72,33 @@ class Agent:
     # -- life -----------------------------------------------------------------------------
 
     async def start(self) -> None:
-        loop = asyncio.get_running_loop()
-        await self.watcher.start()
+        await self.peer.start()
         if self.address.multiplexed:  # streams arrive over one virtio-serial port
             self._mux_link = GuestMuxLink(self.address.path, self._on_stream_socket)
             await self._mux_link.start()
         else:
-            self._listener = self.address.listen()
-            loop.add_reader(self._listener.fileno(), self._on_acceptable)
+            self._accepting = AcceptLoop(self.address.listen(), self._on_connection, _accept_failed)
+            self._accepting.start()
         log.info("agent listening on %s", self.address)
 
     async def stop(self) -> None:
-        loop = asyncio.get_running_loop()
-        if self._listener is not None:
-            loop.remove_reader(self._listener.fileno())
-            self._listener.close()
+        if self._accepting is not None:
+            self._accepting.stop()
+            self._accepting.sock.close()
         if self._mux_link is not None:
             await self._mux_link.close()
         await self.commands.close()
-        await self.mirrors.close()
-        await self.watcher.stop()
-        for task in list(self._tasks):
-            task.cancel()
-        await asyncio.gather(*self._tasks, return_exceptions=True)
+        await self.peer.stop()
         if self.control is not None:
             self.control.close()
         self.stopped.set()
 
-    def _spawn(self, coro: Coroutine[Any, Any, None]) -> None:
-        task = asyncio.get_running_loop().create_task(coro)
-        self._tasks.add(task)
-        task.add_done_callback(self._tasks.discard)
-
-    def _on_acceptable(self) -> None:
-        assert self._listener is not None
-        for _ in range(64):
-            try:
-                sock, _addr = self._listener.accept()
-            except BlockingIOError:
-                return
-            except OSError as exc:
-                log.warning("accept failed: %s", exc)
-                return
-            sock.setblocking(False)
-            self._spawn(self._serve_connection(sock))
+    def _on_connection(self, sock: socket.socket, _address: object) -> None:
+        self.peer.spawn(self._serve_connection(sock))
 
     def _on_stream_socket(self, sock: socket.socket, _header: bytes) -> None:
         """A stream the daemon opened over the multiplexer: served like an accepted socket."""
-        self._spawn(self._serve_connection(sock))
+        self.peer.spawn(self._serve_connection(sock))
 
     async def _serve_connection(self, sock: socket.socket) -> None:
         try:
@@ -151,24 +130,9 @@ class Agent:
             if self.control is not None:  # a reconnecting daemon replaces the old channel
                 self.control.close()
             self.control = wire
-            for message in Listeners.batches(to_wire(self.watcher.current), []):
-                await wire.send(message)
+            await self.peer.report_all()
         try:
-            while True:
-                event = await wire.next_event()
-                if isinstance(event, Listeners):
-                    await self._on_host_listeners(event)
-                elif isinstance(event, StreamFailed):
-                    self.pending.fail(event.stream_id, event.code, event.message)
-                elif isinstance(event, Request) and event.method == OPEN:
-                    self._spawn(self._serve_open_request(wire, event))
-                elif isinstance(event, Request):
-                    self._spawn(self._answer_on(wire, event))  # exec may take seconds
-                elif isinstance(event, Response):
-                    handed = wire.take_fd() if self.requests.expects_socket(event) else None
-                    self.requests.resolve(event, handed)
-                elif isinstance(event, Error):
-                    break
+            await serve_control(wire, self, self.requests)
         except (ProtocolError, OSError) as exc:
             log.info("control connection ended: %s", exc)
         finally:
@@ -178,15 +142,31 @@ class Agent:
                 self.pending.fail_all("the daemon went away")
                 self.requests.fail_all("the daemon went away")
                 # Without a daemon there is no host to reach: take the host's mirrors down.
-                self.host_listeners.clear()
-                await self.mirrors.set_remote([])
+                await self.peer.remote_gone()
 
-    async def _on_host_listeners(self, change: Listeners) -> None:
-        for item in change.removed:
-            self.host_listeners.discard((item.proto, item.host, item.port))
-        for item in change.added:
-            self.host_listeners.add((item.proto, item.host, item.port))
-        await self.mirrors.set_remote(self.host_listeners)
+    async def _send_listeners(self, added: list[WireListener], removed: list[WireListener]) -> None:
+        wire = self.control
+        if wire is not None:
+            with contextlib.suppress(ProtocolError, OSError):
+                for message in Listeners.batches(added, removed):
+                    await wire.send(message)
+
+    # ControlHandler: what the daemon sends on the control connection
+
+    async def on_listeners(self, change: Listeners) -> None:
+        await self.peer.on_remote_listeners(change)
+
+    def on_stream_failed(self, failure: StreamFailed) -> None:
+        self.pending.fail(failure.stream_id, failure.code, failure.message)
+
+    def on_stream_request(self, request: StreamRequest) -> None:
+        log.warning("the daemon sent a StreamRequest, which only the agent sends; ignored")
+
+    def on_request(self, wire: WireSocket, request: Request) -> None:
+        if request.method == OPEN:
+            self.peer.spawn(self.peer.serve_open_request(wire, request))
+        else:
+            self.peer.spawn(self._answer_on(wire, request))  # exec may take seconds
 
     async def _answer_on(self, wire: WireSocket, request: Request) -> None:
         response = await self._answer(request)
@@ -207,37 +187,19 @@ class Agent:
             return Response(request.id, True, [m.as_dict() for m in self.mirrors.states()])
         if request.method == "listeners":
             return Response(request.id, True, [str(item) for item in sorted(self.watcher.current)])
+        if request.method == "udp_idle_timeout":
+            seconds = request.params.get("seconds")
+            if not isinstance(seconds, int | float) or isinstance(seconds, bool) or seconds <= 0:
+                return Response(request.id, False, 'udp_idle_timeout needs "seconds" > 0')
+            self.peer.set_udp_idle_timeout(float(seconds))
+            return Response(request.id, True, float(seconds))
         return Response(request.id, False, f"unknown method {request.method!r}")
-
-    def _on_vm_change(self, added: frozenset[Listener], removed: frozenset[Listener]) -> None:
-        self._spawn(self._report(added, removed))
-
-    async def _report(self, added: frozenset[Listener], removed: frozenset[Listener]) -> None:
-        still = {(i.proto, i.host, i.port) for i in self.watcher.current}
-        gone = frozenset(i for i in removed if (i.proto, i.host, i.port) not in still)
-        wire = self.control
-        if wire is not None:
-            with contextlib.suppress(ProtocolError, OSError):
-                for message in Listeners.batches(to_wire(added), to_wire(gone)):
-                    await wire.send(message)
-        await self.mirrors.reconcile()  # a VM listener may now shadow a host mirror
-
-    def _vm_listens(self, proto: Proto, port: int) -> bool:
-        return any(i.proto == proto and i.port == port for i in self.watcher.current)
 
     # -- streams the daemon opens (host -> VM) ---------------------------------------------
 
     async def _serve_open(self, wire: WireSocket, request: Open) -> None:
-        if not listening_now(self.watcher.current, request.proto, request.host, request.port):
-            await self._refuse(
-                wire,
-                ErrorCode.NOT_LISTENING,
-                f"nothing listens on {request.proto} port {request.port} "
-                f"at {request.host} in the VM",
-            )
-            return
         try:
-            target = await connect_target(request.proto, request.host, request.port)
+            target = await self.peer.connect_local(request.proto, request.host, request.port)
         except TargetError as exc:
             await self._refuse(wire, exc.code, str(exc))
             return
@@ -277,10 +239,6 @@ class Agent:
         else:
             future.set_result(wire.sock)
 
-    async def _serve_open_request(self, wire: WireSocket, request: Request) -> None:
-        """The daemon asks for a VM port (unix transport): connect it, hand it over."""
-        await serve_open_request(wire, request, self.watcher.current, "in the VM")
-
     async def _request_stream(self, proto: Proto, host: str, port: int) -> socket.socket:
         wire = self.control
         if wire is None:
@@ -299,10 +257,6 @@ class Agent:
         assert sock is not None
         return sock
 
-    def _make_engine(self, proto: Proto, bind: Endpoint, remote_host: str) -> Engine:
-        port = bind.port
 
-        async def open_socket(proto: Proto) -> socket.socket:
-            return await self._request_stream(proto, remote_host, port)
-
-        return stream_engine(proto, bind, open_socket)
+def _accept_failed(exc: OSError) -> None:
+    log.warning("accept failed: %s", exc)
