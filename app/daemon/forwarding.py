@@ -21,10 +21,10 @@ from proxy.states import LinkState
 from proxy.udp_forwarder import DEFAULT_IDLE_TIMEOUT
 from proxy.wire import Listener as WireListener
 from proxy.wire import Listeners, ProtocolError, Request, Response, StreamFailed, StreamRequest
-from vm.backends.netns_sockets import NamespaceSockets
 from vm.peer.peer import Peer
 from vm.transport.address import TransportAddress
 from vm.transport.control_requests import OPEN
+from vm.transport.namespace_sockets import NamespaceSockets
 from vm.transport.streams import attach_stream, open_stream
 from vm.transport.targets import TargetError, relay_stream
 from vm.transport.wire_socket import WireSocket

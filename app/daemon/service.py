@@ -24,9 +24,9 @@ from proxy.mirror_set import MirrorState
 from proxy.policy import Allow, Decision, Off, Refuse
 from proxy.states import ForwardingState, LinkState, VmState
 from vm.backends.errors import VMError
-from vm.backends.netns_sockets import NamespaceSockets
 from vm.backends.protocol import Backend
 from vm.backends.registry import make_backend
+from vm.transport.namespace_sockets import NamespaceSockets
 
 log = logging.getLogger(__name__)
 

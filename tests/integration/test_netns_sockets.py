@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from tests.integration.vm_helpers import bare_namespace, free_port, start_server
-from vm.backends.netns_sockets import NamespaceSockets
+from vm.transport.namespace_sockets import NamespaceSockets
 
 pytestmark = pytest.mark.skipif(os.geteuid() != 0, reason="named network namespaces need root")
 
