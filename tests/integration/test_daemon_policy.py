@@ -197,6 +197,14 @@ def test_logout_stops_forwarding(
         daemon.stop()
 
 
+def udp_flows_open(daemon: RunningDaemon, port: int, direction: str) -> int:
+    return sum(
+        int(entry["counters"].get("udp_flows_open", 0))
+        for entry in daemon.ports()
+        if entry["port"] == port and entry["direction"] == direction
+    )
+
+
 def test_udp_idle_timeout_setting_closes_idle_flows(daemon: RunningDaemon) -> None:
     """HostNetworkingUdpIdleTimeoutSeconds applies to the mirrors, live."""
     daemon.client.call("PUT", "/v1/settings", {"HostNetworkingUdpIdleTimeoutSeconds": 0.5})
@@ -204,11 +212,7 @@ def test_udp_idle_timeout_setting_closes_idle_flows(daemon: RunningDaemon) -> No
     server = start_server(daemon.vm_prefix, "udp", "0.0.0.0", port)
 
     def open_flows() -> int:
-        return sum(
-            int(entry["counters"].get("udp_flows_open", 0))
-            for entry in daemon.ports()
-            if entry["port"] == port and entry["direction"] == "vm-to-host"
-        )
+        return udp_flows_open(daemon, port, "vm-to-host")
 
     try:
         wait_for(
@@ -232,11 +236,7 @@ def test_udp_idle_timeout_setting_reaches_the_agents_mirrors(daemon: RunningDaem
     server = start_server([], "udp", "127.0.0.1", port)  # on the host
 
     def open_flows() -> int:
-        return sum(
-            int(entry["counters"].get("udp_flows_open", 0))
-            for entry in daemon.ports()
-            if entry["port"] == port and entry["direction"] == "host-to-vm"
-        )
+        return udp_flows_open(daemon, port, "host-to-vm")
 
     try:
         wait_for(
