@@ -30,14 +30,19 @@ from pathlib import Path
 from typing import Any, Protocol
 
 from tests.bench.figures import figure
+from tests.bench.smoke_mode import full_or_smoke
 
 REPO = Path(__file__).resolve().parents[2]
 LISTENERS = 1000
-TRIALS = int(os.environ.get("BENCH_DISCOVERY_TRIALS", "200"))
+TRIALS = int(os.environ.get("BENCH_DISCOVERY_TRIALS", full_or_smoke("200", "4")))
 # The 10 Hz baseline needs ~0.4 s a trial: fewer trials keep the run short; its p99 is then
 # close to its maximum, which for a fixed-rate poller is the interval plus one parse anyway.
-NAIVE_TRIALS = int(os.environ.get("BENCH_DISCOVERY_NAIVE_TRIALS", "60"))
-IDLE_SECONDS = float(os.environ.get("BENCH_DISCOVERY_IDLE_S", "10"))
+NAIVE_TRIALS = int(os.environ.get("BENCH_DISCOVERY_NAIVE_TRIALS", full_or_smoke("60", "2")))
+IDLE_SECONDS = float(os.environ.get("BENCH_DISCOVERY_IDLE_S", full_or_smoke("10", "0.2")))
+IDLE_SETTLE = full_or_smoke(0.5, 0.05)
+"""Seconds a watcher runs before its idle CPU is counted (its first scan is not idle)."""
+CALL_ROUNDS_SHARE = full_or_smoke(1.0, 0.02)
+"""Share of each dump-cost measurement's rounds that run (at least one)."""
 
 Listeners = frozenset[tuple[str, str, int, int]]
 OnChange = Callable[[Listeners, Listeners], None]
@@ -147,7 +152,9 @@ def hostnet_watcher(on_change: OnChange) -> Watcher:
 
 
 def cpu_per_call(call: Callable[[], object], rounds: int) -> float:
-    """Mean CPU seconds (user + system, this thread) of one call."""
+    """Mean CPU seconds (user + system, this thread) of one call, over ``rounds`` calls
+    (fewer in smoke mode)."""
+    rounds = max(1, round(rounds * CALL_ROUNDS_SHARE))
     call()
     started = time.thread_time()
     for _ in range(rounds):
@@ -237,7 +244,7 @@ async def idle_cpu(make: Callable[[OnChange], Watcher], seconds: float) -> float
     watcher = make(lambda added, removed: None)
     await watcher.start()
     try:
-        await asyncio.sleep(0.5)
+        await asyncio.sleep(IDLE_SETTLE)
         before = resource.getrusage(resource.RUSAGE_SELF)
         wall = time.perf_counter()
         await asyncio.sleep(seconds)

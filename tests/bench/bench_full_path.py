@@ -35,28 +35,31 @@ import shutil
 import statistics
 import subprocess
 import tempfile
-import threading
 import time
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import IO, Any
+from typing import Any
 
 from tests.bench import tools
 from tests.bench.figures import figure
+from tests.bench.smoke_mode import full_or_smoke
 
 BULK_SECONDS = 3
-BULK_ROUNDS = 2
-CONN_SECONDS = 1.5
-CONN_ROUNDS = 3
+BULK_SMOKE_BYTES = 32 << 20
+BULK_ROUNDS = full_or_smoke(2, 1)
+CONN_SECONDS = full_or_smoke(1.5, 0.2)
+CONN_WARMUP = full_or_smoke(0.3, 0.05)
+CONN_ROUNDS = full_or_smoke(3, 1)
 CONCURRENCY = 32
-TRIALS = int(os.environ.get("BENCH_FULL_PATH_TRIALS", "200"))
-DIRECT_TRIALS = max(10, TRIALS // 4)
+TRIALS = int(os.environ.get("BENCH_FULL_PATH_TRIALS", full_or_smoke("200", "3")))
+DIRECT_TRIALS = max(full_or_smoke(10, 2), TRIALS // 4)
 TRIAL_GAP = 0.05
 """Each step waits a random 0..50 ms first: a random phase against the 20 ms listener probe."""
 MIRROR_TIMEOUT = 10.0
 PROBE_TIMEOUT = 5.0
 """The prober's own limit (tests.bench.vm_port_toggle --timeout); a trial past it counts as it."""
+SMOKE_MARKS = ("root",)
 
 
 @dataclass(frozen=True)
@@ -141,13 +144,6 @@ def wait(
         time.sleep(0.02)
 
 
-def drain(stream: IO[str], tail: list[str]) -> None:
-    """Read the daemon's output so a full pipe never blocks it; keep the last lines."""
-    for line in stream:
-        tail.append(line)
-        del tail[:-50]
-
-
 @contextlib.contextmanager
 def namespace_vm() -> Iterator[Vm]:
     """A daemon with host networking on, its namespace VM up and its agent connected."""
@@ -159,14 +155,7 @@ def namespace_vm() -> Iterator[Vm]:
     daemon = None
     try:
         daemon = start_daemon(home, {"HostNetworkingEnabled": True})
-        tail: list[str] = []
-        assert daemon.proc.stdout is not None
-        threading.Thread(target=drain, args=(daemon.proc.stdout, tail), daemon=True).start()
-        wait(
-            lambda: daemon.client.get("/v1/status")["agent"]["state"] == "connected",
-            10,
-            "the agent to connect",
-        )
+        wait(lambda: agent_connected(daemon), 10, "the agent to connect")
         netns = daemon.netns
         state = json.loads((home / "state" / "vm" / "netns.json").read_text())
         yield Vm(
@@ -178,10 +167,27 @@ def namespace_vm() -> Iterator[Vm]:
             daemon_pid=daemon.proc.pid,
             agent_pid=int(state["agent_pid"]),
         )
+    except tools.BenchError as exc:
+        # start_daemon quotes the log itself when the daemon exits while starting.
+        raise tools.BenchError(f"{exc}\nthe daemon's log ends:\n{log_tail(home)}") from exc
     finally:
         if daemon is not None:
             daemon.stop()
         shutil.rmtree(home, ignore_errors=True)
+
+
+def agent_connected(daemon: Any) -> bool:
+    if daemon.proc.poll() is not None:
+        raise tools.BenchError(f"the daemon exited with {daemon.proc.returncode}")
+    return bool(daemon.client.get("/v1/status")["agent"]["state"] == "connected")
+
+
+def log_tail(home: Path) -> str:
+    """The end of the test daemon's output, which it writes to a file in its home."""
+    try:
+        return (home / "daemon.out").read_text(errors="replace")[-3000:]
+    except OSError as exc:
+        return f"(no log: {exc})"
 
 
 def directions(vm: Vm) -> list[Direction]:
@@ -257,44 +263,18 @@ def ratio_row(
 # --- TCP bulk and connection rate ------------------------------------------------------------
 
 
-def iperf3_client(side: Side, host: str, port: int, seconds: float) -> dict[str, Any]:
-    argv = side.argv(["iperf3", "-c", host, "-p", str(port), "-t", str(seconds), "-J"])
-    done = subprocess.run(argv, capture_output=True, text=True, timeout=seconds + 30, check=False)
-    try:
-        report: dict[str, Any] = json.loads(done.stdout)
-    except json.JSONDecodeError:
-        raise tools.BenchError(
-            f"iperf3 gave no JSON (exit {done.returncode}): {done.stderr}"
-        ) from None
-    if "error" in report:
-        raise tools.BenchError(f"{' '.join(argv)}: {report['error']}")
-    return report
-
-
-def conn_rate_client(side: Side, host: str, port: int) -> dict[str, float]:
-    argv = [tools.PYTHON, "-m", "tests.bench.conn_rate", "client", "--host", host]
-    argv += ["--port", str(port), "--seconds", str(CONN_SECONDS)]
-    argv += ["--concurrency", str(CONCURRENCY)]
-    done = subprocess.run(
-        side.argv(argv),
-        capture_output=True,
-        text=True,
-        timeout=CONN_SECONDS + 60,
-        cwd=tools.REPO,
-        check=False,
-    )
-    if done.returncode != 0:
-        raise tools.BenchError(f"connection-rate client failed: {done.stderr.strip()[-1000:]}")
-    result: dict[str, float] = json.loads(done.stdout)
-    return result
-
-
 def tcp_bulk(vm: Vm, direction: Direction) -> list[dict[str, Any]]:
     port = tools.free_port()
     server = ["iperf3", "--server", "--bind", "0.0.0.0", "--port", str(port)]
 
     def bulk(route: Route) -> dict[str, float]:
-        report = iperf3_client(direction.client, route.host, route.port, BULK_SECONDS)
+        report = tools.iperf3(
+            route.port,
+            host=route.host,
+            prefix=direction.client.prefix,
+            seconds=BULK_SECONDS,
+            smoke_bytes=BULK_SMOKE_BYTES,
+        )
         return {"gbits": tools.iperf3_tcp_gbits(report)}
 
     with serving(direction.server.argv(server), port), routes(vm, direction, port) as found:
@@ -337,7 +317,14 @@ def connection_rate(vm: Vm, direction: Direction) -> list[dict[str, Any]]:
     server += ["--port", str(port)]
 
     def rate(route: Route) -> dict[str, float]:
-        return conn_rate_client(direction.client, route.host, route.port)
+        return tools.connection_rate(
+            route.port,
+            host=route.host,
+            prefix=direction.client.prefix,
+            seconds=CONN_SECONDS,
+            concurrency=CONCURRENCY,
+            warmup=CONN_WARMUP,
+        )
 
     with serving(direction.server.argv(server), port), routes(vm, direction, port) as found:
         results = take_turns(found, rate, CONN_ROUNDS)

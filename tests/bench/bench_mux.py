@@ -11,9 +11,9 @@ behind a different byte stream, started through the agent (``exec`` detached).
   against round trips/s on the raw port (1 byte each way): the cost of a stream's set-up
   (wire hello, challenge-response, Open, a TCP connect in the VM) over one bare round trip.
 
-``BENCH_MUX_MIB`` (default 32) sets the bulk size, ``BENCH_MUX_SECONDS`` (default 3) the
-length of the rate runs, ``BENCH_MUX_ACCEL`` the accelerator, ``HOSTNET_TEST_VM_CACHE`` the
-image cache.
+``BENCH_MUX_MIB`` (default 32; 0.25 in smoke mode) sets the bulk size, ``BENCH_MUX_SECONDS``
+(default 3; 0.2 in smoke mode) the length of the rate runs, ``BENCH_MUX_ACCEL`` the
+accelerator, ``HOSTNET_TEST_VM_CACHE`` the image cache.
 """
 
 from __future__ import annotations
@@ -30,9 +30,12 @@ from pathlib import Path
 from typing import Any
 
 from tests.bench.figures import figure
+from tests.bench.smoke_mode import full_or_smoke
 
-MIB = int(os.environ.get("BENCH_MUX_MIB", "32"))
-RATE_SECONDS = float(os.environ.get("BENCH_MUX_SECONDS", "3"))
+BULK_BYTES = int(float(os.environ.get("BENCH_MUX_MIB", full_or_smoke("32", "0.25"))) * (1 << 20))
+RATE_SECONDS = float(os.environ.get("BENCH_MUX_SECONDS", full_or_smoke("3", "0.2")))
+ROUNDS = full_or_smoke(2, 1)
+SMOKE_MARKS = ("slow", "vm")
 ACCEL = os.environ.get("BENCH_MUX_ACCEL", "auto")
 IMAGE_CACHE = Path(os.environ.get("HOSTNET_TEST_VM_CACHE", "/var/tmp/hostnet-test-vm-cache"))
 BENCH_PORT_NAME = "org.hostnet.bench.0"
@@ -227,7 +230,7 @@ async def _open_mux(address: Any, secret: bytes) -> socket.socket:
 async def _measure() -> list[dict[str, Any]]:
     from vm.transport.streams import StreamRefused
 
-    size = MIB << 20
+    size = BULK_BYTES
     with tempfile.TemporaryDirectory(prefix="hn-bench-mux-") as tmp:
         backend, link, raw_path = await _boot(Path(tmp))
         try:
@@ -247,9 +250,9 @@ async def _measure() -> list[dict[str, Any]]:
                     except StreamRefused:
                         await asyncio.sleep(0.2)
             figures: dict[str, float] = {}
-            # Alternate the routes, best of two rounds each (the VM's CPU is the bottleneck
-            # and the host's other load comes and goes).
-            for _round in range(2):
+            # Alternate the routes, best of two rounds each, one in smoke mode (the VM's CPU
+            # is the bottleneck and the host's other load comes and goes).
+            for _round in range(ROUNDS):
                 for route, sock in (("raw", raw), ("mux", mux)):
                     for name, func in (("in", throughput_in), ("out", throughput_out)):
                         value = await func(sock, size)

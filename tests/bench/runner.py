@@ -1,9 +1,11 @@
 """The benchmark runner behind ``python -m tests.bench`` (``make bench``).
 
 Imports every ``tests/bench/bench_*.py``, calls its ``run()`` and prints one table of all
-figures. ``BENCH_ONLY=substring`` keeps the modules whose name contains it;
-``BENCH_JSON=FILE`` also writes the figures as a JSON list. A module that raises becomes an
-error row and makes the exit status 1; the other modules still run.
+figures. ``BENCH_ONLY=substring`` keeps the modules whose name contains it (only that one
+when it is a whole module name, e.g. ``bench_relay``); ``BENCH_JSON=FILE`` also writes the
+figures as a JSON list; ``BENCH_SMOKE=1`` measures each figure once, briefly
+(:mod:`tests.bench.smoke_mode`). A module that raises becomes an error row and makes the exit
+status 1; the other modules still run.
 """
 
 from __future__ import annotations
@@ -23,7 +25,11 @@ BENCH_DIR = Path(__file__).resolve().parent
 
 
 def module_names(directory: Path, only: str) -> list[str]:
+    """The ``bench_*`` modules in ``directory`` whose name contains ``only``; just the one
+    when ``only`` is a whole module name."""
     names = sorted(path.stem for path in directory.glob("bench_*.py"))
+    if only in names:
+        return [only]
     return [name for name in names if only in name]
 
 

@@ -3,8 +3,7 @@
 from __future__ import annotations
 
 import json
-import sys
-from collections.abc import Iterator
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -24,27 +23,22 @@ def run():
 
 
 @pytest.fixture
-def bench_package(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Path]:
-    package = tmp_path / "demo_bench"
-    package.mkdir()
-    (package / "__init__.py").write_text("")
-    (package / "bench_a_good.py").write_text(GOOD)
-    (package / "bench_b_failing.py").write_text(FAILING)
-    (package / "helpers.py").write_text("raise AssertionError('not a benchmark module')\n")
-    monkeypatch.syspath_prepend(str(tmp_path))
-    monkeypatch.delenv("BENCH_ONLY", raising=False)
-    monkeypatch.delenv("BENCH_JSON", raising=False)
-    yield package
-    for name in [name for name in sys.modules if name.startswith("demo_bench")]:
-        del sys.modules[name]
+def demo(bench_package: Callable[[dict[str, str]], Path]) -> Path:
+    return bench_package(
+        {
+            "bench_a_good": GOOD,
+            "bench_b_failing": FAILING,
+            "helpers": "raise AssertionError('not a benchmark module')\n",
+        }
+    )
 
 
 def test_a_failing_module_is_an_error_row_and_the_others_still_count(
-    bench_package: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+    demo: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    out_file = bench_package / "figures.json"
+    out_file = demo / "figures.json"
     monkeypatch.setenv("BENCH_JSON", str(out_file))
-    assert main("demo_bench", bench_package) == 1
+    assert main("demo_bench", demo) == 1
     table = capsys.readouterr().out
     assert "demo/fast" in table and "3.00" in table and ">= 2 x" in table
     assert "bench_b_failing: ERROR" in table and "the server did not start" in table
@@ -62,10 +56,23 @@ def test_a_failing_module_is_an_error_row_and_the_others_still_count(
 
 
 def test_bench_only_selects_modules(
-    bench_package: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+    demo: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:
     monkeypatch.setenv("BENCH_ONLY", "good")
-    assert main("demo_bench", bench_package) == 0
+    assert main("demo_bench", demo) == 0
     assert "ERROR" not in capsys.readouterr().out
     monkeypatch.setenv("BENCH_ONLY", "nothing-matches")
-    assert main("demo_bench", bench_package) == 2
+    assert main("demo_bench", demo) == 2
+
+
+def test_bench_only_with_a_whole_module_name_selects_just_that_module(
+    bench_package: Callable[[dict[str, str]], Path],
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    demo = bench_package({"bench_relay": GOOD, "bench_relay_kernel": FAILING})
+    monkeypatch.setenv("BENCH_ONLY", "bench_relay")
+    assert main("demo_bench", demo) == 0
+    assert "demo/fast" in capsys.readouterr().out
+    monkeypatch.setenv("BENCH_ONLY", "relay")
+    assert main("demo_bench", demo) == 1

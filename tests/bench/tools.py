@@ -20,6 +20,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from tests.bench.smoke_mode import full_or_smoke
+
 REPO = Path(__file__).resolve().parents[2]
 PYTHON = sys.executable
 HOSTNET = str(Path(sys.executable).with_name("hostnet"))
@@ -208,18 +210,23 @@ def iperf3_server(port: int) -> list[str]:
 def iperf3(
     port: int,
     *,
-    seconds: float,
+    seconds: int,
+    smoke_bytes: int,
+    host: str = "127.0.0.1",
+    prefix: Sequence[str] = (),
     streams: int = 1,
     udp_bitrate: int | None = None,
     length: int | None = None,
     window: str | None = None,
 ) -> dict[str, Any]:
-    """Run an iperf3 client against 127.0.0.1:``port`` and return its ``-J`` report.
+    """Run an iperf3 client against ``host``:``port`` and return its ``-J`` report.
 
-    ``window`` (``-w``, e.g. "4M") sets the socket buffers of both ends' data sockets.
+    It sends for ``seconds``, or in smoke mode ``smoke_bytes`` (iperf3's ``-t`` takes whole
+    seconds only). ``prefix`` runs it elsewhere (``ip netns exec NS``). ``window`` (``-w``,
+    e.g. "4M") sets the socket buffers of both ends' data sockets.
     """
-    argv = ["iperf3", "-c", "127.0.0.1", "-p", str(port), "-t", str(seconds), "-J"]
-    argv += ["-P", str(streams)]
+    argv = [*prefix, "iperf3", "-c", host, "-p", str(port), "-J", "-P", str(streams)]
+    argv += full_or_smoke(["-t", str(seconds)], ["-n", str(smoke_bytes)])
     if udp_bitrate is not None:
         argv += ["-u", "-b", str(udp_bitrate)]
     if length is not None:
@@ -232,7 +239,7 @@ def iperf3(
     except json.JSONDecodeError:
         raise BenchError(f"iperf3 gave no JSON (exit {done.returncode}): {done.stderr}") from None
     if "error" in report:
-        raise BenchError(f"iperf3 {' '.join(argv[1:])}: {report['error']}")
+        raise BenchError(f"{' '.join(argv)}: {report['error']}")
     return report
 
 
@@ -241,10 +248,11 @@ def iperf3_tcp_gbits(report: dict[str, Any]) -> float:
     return float(report["end"]["sum_received"]["bits_per_second"]) / 1e9
 
 
-def iperf3_udp_loss(report: dict[str, Any]) -> tuple[float, int]:
-    """Loss in percent and datagrams sent, as the server counted them, of a UDP run."""
+def iperf3_udp_loss(report: dict[str, Any]) -> tuple[float, float]:
+    """Loss in percent and datagrams sent per second, as the server counted them, of a UDP
+    run."""
     summary = report["end"]["sum"]
-    return float(summary["lost_percent"]), int(summary["packets"])
+    return float(summary["lost_percent"]), int(summary["packets"]) / float(summary["seconds"])
 
 
 # --- connection rate --------------------------------------------------------------------
@@ -255,15 +263,21 @@ def one_byte_server(port: int) -> list[str]:
 
 
 def connection_rate(
-    port: int, *, seconds: float, concurrency: int = 32, warmup: float = 0.3
+    port: int,
+    *,
+    seconds: float,
+    host: str = "127.0.0.1",
+    prefix: Sequence[str] = (),
+    concurrency: int = 32,
+    warmup: float = 0.3,
 ) -> dict[str, float]:
     """Connections/s and latency percentiles (ms) of the client in :mod:`tests.bench.conn_rate`.
 
     The client is its own process on uvloop, so it shares the machine's cores with the
-    relay and the server but not their event loop.
+    relay and the server but not their event loop. ``prefix`` runs it elsewhere.
     """
-    argv = [PYTHON, "-m", "tests.bench.conn_rate", "client", "--port", str(port)]
-    argv += ["--seconds", str(seconds), "--concurrency", str(concurrency)]
+    argv = [*prefix, PYTHON, "-m", "tests.bench.conn_rate", "client", "--host", host]
+    argv += ["--port", str(port), "--seconds", str(seconds), "--concurrency", str(concurrency)]
     argv += ["--warmup", str(warmup)]
     done = subprocess.run(
         argv, capture_output=True, text=True, timeout=seconds + 60, cwd=REPO, check=False
