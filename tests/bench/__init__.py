@@ -12,8 +12,9 @@ benchmark module is picked up by both, with no edit elsewhere, when it:
   made-up or partial figure;
 - takes its durations, rounds and trial counts through
   :func:`tests.bench.smoke_mode.full_or_smoke`, so that under ``BENCH_SMOKE=1`` each figure is
-  measured once, for a fraction of a second (iperf3: :func:`tests.bench.tools.iperf3` with
-  ``smoke_bytes``). Its smoke run must stay within a few seconds on a quiet machine;
+  measured once, for a fraction of a second (:func:`tests.bench.tools.iperf3` and
+  :func:`tests.bench.tools.connection_rate` take the durations they are given; iperf3 sends
+  ``smoke_bytes`` instead). Its smoke run must stay within a few seconds on a quiet machine;
 - optionally sets ``SMOKE_MARKS``, a tuple of pytest marker names for its smoke test:
   ``"root"`` (skipped unless root), ``"slow"`` and ``"vm"`` (boots a QEMU VM; a longer
   timeout).

@@ -46,7 +46,6 @@ from tests.bench.figures import figure
 from tests.bench.smoke_mode import full_or_smoke
 
 BULK_SECONDS = 3
-BULK_SMOKE_BYTES = 32 << 20
 BULK_ROUNDS = full_or_smoke(2, 1)
 CONN_SECONDS = full_or_smoke(1.5, 0.2)
 CONN_WARMUP = full_or_smoke(0.3, 0.05)
@@ -273,7 +272,6 @@ def tcp_bulk(vm: Vm, direction: Direction) -> list[dict[str, Any]]:
             host=route.host,
             prefix=direction.client.prefix,
             seconds=BULK_SECONDS,
-            smoke_bytes=BULK_SMOKE_BYTES,
         )
         return {"gbits": tools.iperf3_tcp_gbits(report)}
 

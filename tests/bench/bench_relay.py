@@ -28,7 +28,6 @@ from tests.bench.figures import figure
 from tests.bench.smoke_mode import SMOKE, full_or_smoke
 
 BULK_SECONDS = 3
-BULK_SMOKE_BYTES = 32 << 20
 BULK_ROUNDS = full_or_smoke(2, 1)
 CONN_SECONDS = full_or_smoke(1.5, 0.2)
 CONN_WARMUP = full_or_smoke(0.3, 0.05)
@@ -152,9 +151,7 @@ def tcp_bulk(found: dict[str, Route]) -> list[dict[str, Any]]:
     for streams in (1, 4):
 
         def bulk(port: int, streams: int = streams) -> dict[str, float]:
-            report = tools.iperf3(
-                port, seconds=BULK_SECONDS, smoke_bytes=BULK_SMOKE_BYTES, streams=streams
-            )
+            report = tools.iperf3(port, seconds=BULK_SECONDS, streams=streams)
             return {"gbits": tools.iperf3_tcp_gbits(report)}
 
         results = take_turns(found, bulk, BULK_ROUNDS)

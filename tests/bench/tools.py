@@ -207,11 +207,15 @@ def iperf3_server(port: int) -> list[str]:
     return ["iperf3", "--server", "--bind", "127.0.0.1", "--port", str(port)]
 
 
+IPERF3_SMOKE_BYTES = 32 << 20
+"""What a smoke run of a TCP bulk figure sends: a fraction of a second even at 1 Gbit/s."""
+
+
 def iperf3(
     port: int,
     *,
     seconds: int,
-    smoke_bytes: int,
+    smoke_bytes: int = IPERF3_SMOKE_BYTES,
     host: str = "127.0.0.1",
     prefix: Sequence[str] = (),
     streams: int = 1,
