@@ -93,9 +93,12 @@ def running(
     *,
     tcp_port: int | None = None,
     udp_port: int | None = None,
-    timeout: float = 10.0,
+    timeout: float = 30.0,
 ) -> Iterator[Running]:
     """Run ``argv`` until the block ends; first wait until it listens on the ports given.
+
+    ``timeout`` is generous: ``hostnet forward`` took 5-6 s to listen on a 2-core machine at
+    load 20 (it imports every command's modules first), and a start is no figure.
 
     A UDP port counts as taken once binding it fails. On exit the process gets SIGTERM
     (SIGKILL after 5 s). Its output goes to a temporary log, quoted when it dies early.
