@@ -55,6 +55,9 @@ TRIALS = int(os.environ.get("BENCH_FULL_PATH_TRIALS", full_or_smoke("200", "3"))
 DIRECT_TRIALS = max(full_or_smoke(10, 2), TRIALS // 4)
 TRIAL_GAP = 0.05
 """Each step waits a random 0..50 ms first: a random phase against the 20 ms listener probe."""
+START_TIMEOUT = 30.0
+"""Seconds to wait for a server, a relay or the agent to come up: a start is no figure, and
+on a loaded 2-core machine a Python program takes seconds to start."""
 MIRROR_TIMEOUT = 10.0
 PROBE_TIMEOUT = 5.0
 """The prober's own limit (tests.bench.vm_port_toggle --timeout); a trial past it counts as it."""
@@ -124,7 +127,8 @@ def listening_in(pid: int, port: int) -> bool:
 def serving(argv: list[str], port: int) -> Iterator[tools.Running]:
     """``argv`` running until the block ends, listening on ``port`` in its own namespace."""
     with tools.running(argv) as proc:
-        wait(lambda: listening_in(proc.pid, port), 10, f"{' '.join(argv)} to listen", proc)
+        what = f"{' '.join(argv)} to listen"
+        wait(lambda: listening_in(proc.pid, port), START_TIMEOUT, what, proc)
         yield proc
 
 
@@ -154,7 +158,7 @@ def namespace_vm() -> Iterator[Vm]:
     daemon = None
     try:
         daemon = start_daemon(home, {"HostNetworkingEnabled": True})
-        wait(lambda: agent_connected(daemon), 10, "the agent to connect")
+        wait(lambda: agent_connected(daemon), START_TIMEOUT, "the agent to connect")
         netns = daemon.netns
         state = json.loads((home / "state" / "vm" / "netns.json").read_text())
         yield Vm(
