@@ -115,20 +115,30 @@ def run():
     return [figure("demo/fast", 30.0, "ops/s", "demo/slow", 10.0)]
 """
 BROKEN = {
-    "raises": 'def run():\n    raise RuntimeError("the server did not start")\n',
-    "no-figures": "def run():\n    return []\n",
-    "no-baseline-value": """
+    "raises": (
+        'def run():\n    raise RuntimeError("the server did not start")\n',
+        "python -m tests.bench exited with 1",
+    ),
+    "no-figures": ("def run():\n    return []\n", "there are no figures"),
+    "no-baseline-value": (
+        """
 from tests.bench.figures import figure
 
 def run():
     return [figure("demo/fast", 30.0, "ops/s", "demo/slow", None)]
 """,
-    "wrong-ratio": """
+        "baseline_value is None, not a measured number",
+    ),
+    "wrong-ratio": (
+        """
 def run():
     return [{"name": "demo/fast", "value": 30.0, "unit": "ops/s", "baseline": "demo/slow",
              "baseline_value": 10.0, "ratio": 0.5}]
 """,
+        "ratio 0.5 is not 30.0 / 10.0",
+    ),
 }
+"""Module sources that break in one way each, and the problem the smoke must name."""
 
 
 def smoke_in_process(
@@ -164,8 +174,10 @@ def test_a_broken_module_fails_the_smoke_checks(
     monkeypatch: pytest.MonkeyPatch,
     capsys: pytest.CaptureFixture[str],
 ) -> None:
-    run = smoke_in_process(bench_package, BROKEN[breakage], monkeypatch, capsys)
-    assert smoke_problems(run) != []
+    source, problem = BROKEN[breakage]
+    run = smoke_in_process(bench_package, source, monkeypatch, capsys)
+    problems = smoke_problems(run)
+    assert any(problem in found for found in problems), problems
 
 
 def test_a_run_that_wrote_no_figures_fails_the_smoke_checks() -> None:
