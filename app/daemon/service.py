@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from app.daemon.events import EventBus
+from app.engine.daemon_engine import DaemonEngine
 from app.daemon.forwarding import Forwarding
 from app.paths import Paths
 from app.settings import EffectiveSettings, SettingsStore, is_excluded, port_ranges, watch_settings
@@ -61,6 +62,7 @@ class Daemon:
         self._lock_fd: int | None = None
         self._apply_lock = asyncio.Lock()
         self._tasks: list[asyncio.Task[None]] = []
+        self.engine = DaemonEngine(paths, lambda _: self.events.publish("status", self.status()))
 
     # -- start and stop -------------------------------------------------------------------
 
@@ -104,6 +106,7 @@ class Daemon:
         assert self.effective is not None
         await self._start_vm()
         await self._apply()
+        await self._apply_engine()
         loop = asyncio.get_running_loop()
         self._tasks = [
             loop.create_task(self._follow_settings()),
@@ -134,6 +137,7 @@ class Daemon:
             task.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)
         await self._stop_forwarding()
+        await self.engine.stop()
         if self.backend is not None:
             await self.backend.down()
             self._set_vm(VmState.DOWN, "")
@@ -198,6 +202,7 @@ class Daemon:
             if self._vm_config() != self._backend_config:
                 self._switching_vm = True  # the supervisor must not revive the old VM
                 try:
+                    await self.engine.stop()
                     if self.backend is not None:
                         await self.backend.down()
                     await self._start_vm()
@@ -207,6 +212,12 @@ class Daemon:
                     self._switching_vm = False
             self.restart_pending = False
         await self._apply()
+        await self._apply_engine()
+
+    async def _apply_engine(self) -> None:
+        """The engine follows its own setting, not the gate: containers outlive forwarding."""
+        assert self.effective is not None
+        await self.engine.apply(bool(self.effective["ContainerEngineEnabled"]), self.backend)
 
     async def reload(self) -> None:
         await self.load()
@@ -236,6 +247,7 @@ class Daemon:
             if self.forwarding is not None and before is not None:
                 await self._apply_live(changed)
             await self._apply()
+            await self._apply_engine()
             self.events.publish("settings", effective.to_json())
 
     async def _apply_live(self, changed: tuple[str, ...]) -> None:
@@ -363,6 +375,7 @@ class Daemon:
                 "detail": self.vm_detail,
             },
             "agent": {"state": self.link_state, "detail": self.link_detail},
+            "engine": self.engine.to_json(),
             "problems": [p.to_json() for p in effective.problems] if effective else [],
         }
 

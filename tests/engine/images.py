@@ -55,7 +55,17 @@ def rootfs_tar() -> bytes:
     netcat = Path("/bin/nc.openbsd")
     buffer = io.BytesIO()
     with tarfile.open(fileobj=buffer, mode="w") as tar:
-        for folder in ("bin", "usr", "usr/bin", "lib", "lib/x86_64-linux-gnu", "lib64", "etc", "tmp", "www"):
+        for folder in (
+            "bin",
+            "usr",
+            "usr/bin",
+            "lib",
+            "lib/x86_64-linux-gnu",
+            "lib64",
+            "etc",
+            "tmp",
+            "www",
+        ):
             _add_dir(tar, folder)
         _add_file(tar, busybox, "bin/busybox")
         for applet in BUSYBOX_APPLETS:
@@ -76,6 +86,6 @@ def build_test_image(client: docker.DockerClient) -> str:
         rootfs_tar(),
         repository=IMAGE.split(":")[0],
         tag="latest",
-        changes=['CMD ["/bin/sh"]', 'ENV PATH=/usr/bin:/bin'],
+        changes=['CMD ["/bin/sh"]', "ENV PATH=/usr/bin:/bin"],
     )
     return IMAGE

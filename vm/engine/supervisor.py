@@ -236,7 +236,9 @@ def _in_vm(netns_path: str, command: list[str]) -> list[str]:
     return ["nsenter", f"--net={netns_path}", "--", *command]
 
 
-async def _spawn_in_vm(netns_path: str, command: list[str], log_file: Path) -> asyncio.subprocess.Process:
+async def _spawn_in_vm(
+    netns_path: str, command: list[str], log_file: Path
+) -> asyncio.subprocess.Process:
     return await _spawn(_in_vm(netns_path, command), log_file)
 
 

@@ -1,0 +1,116 @@
+"""The daemon's part of the engine: start it when the setting and the VM allow, stop it
+otherwise, keep the docker context current, and say what it is doing.
+
+Forwarding and the engine are independent: turning host networking off stops forwarding
+only, and the containers keep running.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import shutil
+from collections.abc import Callable
+from typing import Any
+
+from app.engine.docker_config import DockerConfig
+from app.paths import Paths
+from vm.engine.layout import EngineLayout, EngineLayoutError
+from vm.engine.state import EngineState, EngineStatus
+from vm.engine.supervisor import EngineSupervisor, EngineTarget
+
+log = logging.getLogger(__name__)
+
+REQUIRED_PROGRAMS = ("dockerd", "containerd", "runc", "nsenter", "nft")
+
+
+def engine_target(backend: Any) -> EngineTarget | str:
+    """Where the engine of ``backend``'s VM runs, or why it cannot (with the fix)."""
+    if backend is None:
+        return "the VM is not up"
+    name = getattr(backend, "name", "")
+    if name == "netns":
+        state = backend.vm.read_state()
+        if state is None:
+            return "the VM is not up"
+        path = backend.netns_path()
+        if path is None:
+            return (
+                "the engine needs the daemon to run as root on the netns backend "
+                "(a rootless namespace cannot run dockerd): start the daemon as root"
+            )
+        return EngineTarget(netns_path=path, gateway=state.vm_ip)
+    if name == "attach":
+        return "on the attach backend, use the engine the VM itself runs, if any"
+    return f"the engine does not run on the {name} backend yet: use VmBackend netns"
+
+
+def missing_programs() -> list[str]:
+    return [program for program in REQUIRED_PROGRAMS if shutil.which(program) is None]
+
+
+class DaemonEngine:
+    def __init__(self, paths: Paths, on_change: Callable[[EngineStatus], None]) -> None:
+        self.layout = EngineLayout.under(paths.state_dir, paths.runtime_dir)
+        self.docker_config = DockerConfig.for_user(paths)
+        self.on_change = on_change
+        self.status = EngineStatus(EngineState.OFF, docker_host=self.layout.docker_host)
+        self._supervisor: EngineSupervisor | None = None
+        self._lock = asyncio.Lock()
+
+    async def apply(self, enabled: bool, backend: Any) -> None:
+        """Run the engine when ``enabled`` and ``backend``'s VM can host it; stop it otherwise."""
+        async with self._lock:
+            target = engine_target(backend) if enabled else None
+            if self._supervisor is not None and self._supervisor.target == target:
+                return
+            await self._stop()
+            if not enabled:
+                return self._set(EngineStatus(EngineState.OFF, docker_host=self.layout.docker_host))
+            missing = missing_programs()
+            if missing:
+                target = (
+                    f"{', '.join(missing)} not found: install Debian's docker.io, "
+                    "util-linux and nftables"
+                )
+            if isinstance(target, str):
+                return self._unavailable(target)
+            try:
+                self.layout.check()
+            except EngineLayoutError as exc:
+                return self._unavailable(str(exc))
+            assert target is not None
+            self._supervisor = EngineSupervisor(self.layout, target, self._on_supervisor)
+            self._supervisor.start()
+
+    async def stop(self) -> None:
+        async with self._lock:
+            await self._stop()
+            self._set(EngineStatus(EngineState.OFF, docker_host=self.layout.docker_host))
+
+    async def _stop(self) -> None:
+        if self._supervisor is not None:
+            supervisor, self._supervisor = self._supervisor, None
+            await supervisor.stop()
+
+    def _unavailable(self, reason: str) -> None:
+        self._set(EngineStatus(EngineState.UNAVAILABLE, reason, self.layout.docker_host))
+
+    def _on_supervisor(self, status: EngineStatus) -> None:
+        if status.state is EngineState.RUNNING and self.status.state is not EngineState.RUNNING:
+            try:
+                self.docker_config.write_context(self.layout.docker_host)
+            except OSError as exc:
+                log.warning("cannot write the docker context: %s", exc)
+        if self._supervisor is not None or status.state is EngineState.OFF:
+            self._set(status)
+
+    def _set(self, status: EngineStatus) -> None:
+        self.status = status
+        self.on_change(status)
+
+    def to_json(self) -> dict[str, Any]:
+        data = self.status.to_json()
+        data["context"] = self.docker_config.context_name
+        data["docker_config"] = str(self.docker_config.folder)
+        return data

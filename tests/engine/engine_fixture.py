@@ -1,0 +1,100 @@
+"""A real daemon with its Docker Engine running in a real namespace VM, and the test image.
+
+The home folder is short (under /tmp): dockerd's containerd makes sockets under the
+engine's exec root, and a unix socket path holds at most 107 bytes.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import tempfile
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import docker
+import pytest
+
+from tests.engine.images import build_test_image
+from tests.integration.daemon_fixture import RunningDaemon, start_daemon
+from tests.integration.vm_helpers import wait_for
+
+ENGINE_START_TIMEOUT = 90
+ENGINE_SETTINGS = {"HostNetworkingEnabled": True, "ContainerEngineEnabled": True}
+
+needs_engine = pytest.mark.skipif(
+    os.geteuid() != 0 or shutil.which("dockerd") is None or shutil.which("docker") is None,
+    reason="the engine needs root and Debian's docker.io (dockerd and the docker CLI)",
+)
+
+
+@dataclass
+class EngineSession:
+    daemon: RunningDaemon
+    image: str
+    client: docker.DockerClient
+
+    @property
+    def docker_host(self) -> str:
+        return str(self.daemon.client.get("/v1/status")["engine"]["docker_host"])
+
+    def docker(
+        self, *args: str, timeout: float = 60, **kwargs: Any
+    ) -> subprocess.CompletedProcess[str]:
+        """The docker CLI, as a user would type it after ``eval "$(hostnet docker-env)"``."""
+        env = {**self.daemon.env, "DOCKER_HOST": self.docker_host}
+        return subprocess.run(
+            ["docker", *args], env=env, capture_output=True, text=True, timeout=timeout, **kwargs
+        )
+
+    def docker_popen(self, *args: str) -> subprocess.Popen[str]:
+        env = {**self.daemon.env, "DOCKER_HOST": self.docker_host}
+        return subprocess.Popen(
+            ["docker", *args],
+            env=env,
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+
+    def engine_state(self) -> str:
+        return str(self.daemon.client.get("/v1/status")["engine"]["state"])
+
+
+def short_home() -> Path:
+    return Path(tempfile.mkdtemp(prefix="hn-", dir="/tmp"))
+
+
+def wait_engine_running(daemon: RunningDaemon, timeout: float = ENGINE_START_TIMEOUT) -> None:
+    def running() -> bool:
+        engine = daemon.client.get("/v1/status")["engine"]
+        assert engine["state"] != "unavailable", engine["detail"]
+        return bool(engine["state"] == "running")
+
+    wait_for(running, timeout, "the engine to run")
+
+
+def engine_session(settings: dict[str, Any] | None = None) -> Iterator[EngineSession]:
+    home = short_home()
+    daemon = start_daemon(home, settings or ENGINE_SETTINGS)
+    try:
+        wait_for(
+            lambda: daemon.client.get("/v1/status")["agent"]["state"] == "connected",
+            10,
+            "the agent to connect",
+        )
+        wait_engine_running(daemon)
+        host = daemon.client.get("/v1/status")["engine"]["docker_host"]
+        client = docker.DockerClient(base_url=host, timeout=60)
+        session = EngineSession(daemon, build_test_image(client), client)
+        yield session
+        for container in client.containers.list(all=True):
+            container.remove(force=True)
+        client.close()
+    finally:
+        daemon.stop()
+        shutil.rmtree(home, ignore_errors=True)
