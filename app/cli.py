@@ -22,6 +22,7 @@ COMMAND_MODULES = (
     "settings",
     "login",
     "agent",
+    "docker_env",
 )
 
 

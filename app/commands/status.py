@@ -7,6 +7,7 @@ import json
 from typing import Any
 
 from app.control_client import ControlClient, DaemonUnavailable
+from app.engine.status_text import engine_lines, owner_text
 from app.paths import user_paths
 
 
@@ -42,6 +43,8 @@ def run_status(args: argparse.Namespace) -> int:
     vm, agent = status["vm"], status["agent"]
     print(f"  VM: {vm['backend']} {vm['state']} {vm['detail']}".rstrip())
     print(f"  agent: {agent['state']} {agent['detail']}".rstrip())
+    if "engine" in status:
+        print("\n".join(engine_lines(status["engine"])))
     print(f"  signed in: {'yes' if status['signed_in'] else 'no'}")
     print(f"  control API: {user_paths().control_socket}")
     if status["restart_pending"]:
@@ -60,7 +63,7 @@ def run_ports(args: argparse.Namespace) -> int:
         print("no forwarded ports")
         return 0
     header = f"{'DIRECTION':<11} {'PROTO':<5} {'HOST':<22} {'VM':<22} {'STATE':<10} "
-    print(header + f"{'OPEN':>5} {'IN':>10} {'OUT':>10}  REASON")
+    print(header + f"{'OPEN':>5} {'IN':>10} {'OUT':>10}  {'OWNER':<30} REASON")
     for p in ports:
         counters = p.get("counters") or {}
         host = _addr(p["host_address"], p["port"])
@@ -69,7 +72,7 @@ def run_ports(args: argparse.Namespace) -> int:
         print(
             f"{direction:<11} {p['proto']:<5} {host:<22} {vm:<22} {p['state']:<10} "
             f"{counters.get('connections_open', 0):>5} {counters.get('bytes_in', 0):>10} "
-            f"{counters.get('bytes_out', 0):>10}  {p['reason']}"
+            f"{counters.get('bytes_out', 0):>10}  {owner_text(p.get('owner')):<30} {p['reason']}"
         )
     return 0
 

@@ -14,8 +14,9 @@ from pathlib import Path
 from typing import Any
 
 from app.daemon.events import EventBus
-from app.engine.daemon_engine import DaemonEngine
 from app.daemon.forwarding import Forwarding
+from app.engine.daemon_engine import DaemonEngine
+from app.engine.port_owners import PortOwners
 from app.paths import Paths
 from app.settings import EffectiveSettings, SettingsStore, is_excluded, port_ranges, watch_settings
 from app.signin.state import record_paths
@@ -63,6 +64,7 @@ class Daemon:
         self._apply_lock = asyncio.Lock()
         self._tasks: list[asyncio.Task[None]] = []
         self.engine = DaemonEngine(paths, lambda _: self.events.publish("status", self.status()))
+        self.port_owners = PortOwners()
 
     # -- start and stop -------------------------------------------------------------------
 
@@ -396,7 +398,7 @@ class Daemon:
                     "counters": item["counters"],
                 }
             )
-        return entries
+        return self.port_owners.annotate(entries, self.backend, self.engine.docker_host())
 
 
 def unreadable_user_file(effective: EffectiveSettings) -> bool:

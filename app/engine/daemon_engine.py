@@ -109,6 +109,10 @@ class DaemonEngine:
         self.status = status
         self.on_change(status)
 
+    def docker_host(self) -> str | None:
+        """The engine's DOCKER_HOST while it runs, else None."""
+        return self.layout.docker_host if self.status.state is EngineState.RUNNING else None
+
     def to_json(self) -> dict[str, Any]:
         data = self.status.to_json()
         data["context"] = self.docker_config.context_name

@@ -6,12 +6,14 @@ The image stands in for nicolaka/netshoot (see images.py): OpenBSD netcat and bu
 from __future__ import annotations
 
 import http.server
+import json
 import select
 import socket
 import subprocess
 import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
+from typing import Any
 
 import pytest
 
@@ -196,3 +198,32 @@ def test_bridge_container_reaches_the_hosts_loopback_as_host_docker_internal(
     finally:
         if args:
             engine.docker("network", "rm", args[1])
+
+
+def test_ports_name_the_container_and_process_that_listen(engine: EngineSession) -> None:
+    port = free_port("tcp")
+    name = f"owner-{port}"
+    started = engine.docker(
+        "run", "-d", "--name", name, "--net=host", engine.image, "nc", "-lk", "0.0.0.0", str(port)
+    )
+    assert started.returncode == 0, started.stderr
+
+    def owner() -> dict[str, Any] | None:
+        result = engine.daemon.cli("ports", "--json")
+        for entry in json.loads(result.stdout):
+            if (entry["direction"], entry["port"]) == ("vm-to-host", port) and entry["owner"]:
+                return dict(entry["owner"])
+        return None
+
+    wait_for(lambda: owner() is not None, 15, "the owner of the container's port")
+    found = owner()
+    assert found is not None
+    assert (found["container"], found["image"], found["process"]) == (
+        name,
+        engine.image.split(":")[0],
+        "nc",
+    )
+    pid = engine.client.containers.get(name).attrs["State"]["Pid"]
+    assert found["pid"] == pid
+    table = engine.daemon.cli("ports").stdout
+    assert f"nc[{pid}] container {name}" in table

@@ -49,6 +49,10 @@ class EngineLayout:
         return self.state_dir / "daemon.json"
 
     @property
+    def dns_pidfile(self) -> Path:
+        return self.state_dir / "dns.pid"
+
+    @property
     def dns_log(self) -> Path:
         return self.state_dir / "dns.log"
 

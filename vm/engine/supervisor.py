@@ -125,6 +125,7 @@ class EngineSupervisor:
             [sys.executable, "-m", "vm.engine.host_gateway", self.target.gateway],
         )
         if self._dns is None or self._dns.returncode is not None:
+            _stop_stale(self.layout.dns_pidfile, b"vm.engine.dns")
             self._dns = await _spawn_in_vm(
                 self.target.netns_path,
                 [
@@ -138,6 +139,7 @@ class EngineSupervisor:
                 ],
                 self.layout.dns_log,
             )
+            self.layout.dns_pidfile.write_text(f"{self._dns.pid}\n")
 
     async def _run_once(self) -> None:
         """Start dockerd (or adopt a running one) and wait until its API answers."""
@@ -278,6 +280,19 @@ def _running_dockerd(layout: EngineLayout) -> int:
     if cmdline and cmdline[0].endswith(b"dockerd") and str(layout.data_root).encode() in cmdline:
         return pid if _pid_alive(pid) else 0
     return 0
+
+
+def _stop_stale(pidfile: Path, marker: bytes) -> None:
+    """Stop a process an earlier daemon left (its pid in ``pidfile``, ``marker`` in its
+    command line), so that a new one can take its address."""
+    try:
+        pid = int(pidfile.read_text().strip())
+        cmdline = Path(f"/proc/{pid}/cmdline").read_bytes()
+    except (OSError, ValueError):
+        return
+    if marker in cmdline:
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(pid, signal.SIGKILL)
 
 
 def _pid_alive(pid: int) -> bool:

@@ -1,0 +1,31 @@
+"""The engine's lines in ``hostnet status``: its state and both ways to reach it."""
+
+from __future__ import annotations
+
+from typing import Any
+
+
+def engine_lines(engine: dict[str, Any]) -> list[str]:
+    state = engine["state"]
+    driver = f" ({engine['storage_driver']})" if state == "running" else ""
+    lines = [f"  engine: {state}{driver} {engine['detail']}".rstrip()]
+    if state == "off":
+        lines.append("    turn it on: hostnet settings set ContainerEngineEnabled true")
+        return lines
+    if engine.get("restarts"):
+        lines.append(f"    restarted {engine['restarts']} time(s)")
+    lines.append(f"    docker context: docker context use {engine['context']}")
+    lines.append(f"      (the context lives in {engine['docker_config']})")
+    lines.append('    or for one shell: eval "$(hostnet docker-env)"')
+    lines.append(f"      (DOCKER_HOST={engine['docker_host']})")
+    return lines
+
+
+def owner_text(owner: dict[str, Any] | None) -> str:
+    """``name[pid]``, and for a container ``container NAME (IMAGE)``; ``-`` when unknown."""
+    if not owner:
+        return "-"
+    text = f"{owner['process']}[{owner['pid']}]"
+    if owner.get("container"):
+        text += f" container {owner['container']} ({owner['image']})"
+    return text
