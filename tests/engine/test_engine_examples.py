@@ -220,7 +220,7 @@ def test_ports_name_the_container_and_process_that_listen(engine: EngineSession)
     assert found is not None
     assert (found["container"], found["image"], found["process"]) == (
         name,
-        engine.image.split(":")[0],
+        engine.image,
         "nc",
     )
     pid = engine.client.containers.get(name).attrs["State"]["Pid"]
