@@ -208,15 +208,14 @@ def test_ports_name_the_container_and_process_that_listen(engine: EngineSession)
     )
     assert started.returncode == 0, started.stderr
 
-    def owner() -> dict[str, Any] | None:
-        result = engine.daemon.cli("ports", "--json")
-        for entry in json.loads(result.stdout):
+    def owner(ports: list[dict[str, Any]]) -> dict[str, Any] | None:
+        for entry in ports:
             if (entry["direction"], entry["port"]) == ("vm-to-host", port) and entry["owner"]:
                 return dict(entry["owner"])
         return None
 
-    wait_for(lambda: owner() is not None, 15, "the owner of the container's port")
-    found = owner()
+    wait_for(lambda: owner(engine.daemon.ports()) is not None, 15, "the port's owner")
+    found = owner(json.loads(engine.daemon.cli("ports", "--json").stdout))
     assert found is not None
     assert (found["container"], found["image"], found["process"]) == (
         name,
