@@ -19,7 +19,7 @@ import docker
 import pytest
 
 from tests.engine.images import build_test_image
-from tests.integration.daemon_fixture import RunningDaemon, start_daemon
+from tests.integration.daemon_fixture import RunningDaemon, start_daemon, write_settings
 from tests.integration.vm_helpers import wait_for
 
 ENGINE_START_TIMEOUT = 90
@@ -60,6 +60,11 @@ class EngineSession:
             stderr=subprocess.PIPE,
             text=True,
         )
+
+    def settings(self, **changes: Any) -> None:
+        """Rewrite the settings file (the watcher applies it): the engine's, plus ``changes``.
+        Turning host networking on from the CLI would need a sign-in."""
+        write_settings(self.daemon.home, {**ENGINE_SETTINGS, **changes})
 
     def engine_state(self) -> str:
         return str(self.daemon.client.get("/v1/status")["engine"]["state"])

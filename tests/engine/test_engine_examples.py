@@ -226,3 +226,57 @@ def test_ports_name_the_container_and_process_that_listen(engine: EngineSession)
     assert found["pid"] == pid
     table = engine.daemon.cli("ports").stdout
     assert f"nc[{pid}] container {name}" in table
+
+
+def running(engine: EngineSession, container: str) -> bool:
+    return bool(engine.client.containers.get(container).attrs["State"]["Running"])
+
+
+def test_turning_host_networking_off_leaves_containers_running(engine: EngineSession) -> None:
+    port = free_port("tcp")
+    started = engine.docker(
+        "run", "-d", "--net=host", engine.image, "nc", "-lk", "0.0.0.0", str(port)
+    )
+    assert started.returncode == 0, started.stderr
+    container = started.stdout.strip()
+    wait_for(lambda: tcp_open("127.0.0.1", port), 15, "the container's port on the host")
+    try:
+        assert (
+            engine.daemon.cli("settings", "set", "HostNetworkingEnabled", "false").returncode == 0
+        )
+        wait_for(lambda: not tcp_open("127.0.0.1", port), 5, "the port to leave the host")
+        assert engine.daemon.client.get("/v1/status")["state"] == "off"
+        assert running(engine, container)
+        assert engine.engine_state() == "running"
+    finally:
+        engine.settings()
+    wait_for(lambda: tcp_open("127.0.0.1", port), 10, "the port to come back")
+
+
+def test_enhanced_container_isolation_refuses_host_networking_not_containers(
+    engine: EngineSession,
+) -> None:
+    port = free_port("tcp")
+    started = engine.docker(
+        "run", "-d", "--net=host", engine.image, "nc", "-lk", "0.0.0.0", str(port)
+    )
+    assert started.returncode == 0, started.stderr
+    container = started.stdout.strip()
+    wait_for(lambda: tcp_open("127.0.0.1", port), 15, "the container's port on the host")
+    try:
+        engine.settings(EnhancedContainerIsolation=True)
+        wait_for(lambda: not tcp_open("127.0.0.1", port), 5, "forwarding to stop")
+        status = engine.daemon.client.get("/v1/status")
+        assert status["state"] == "refused"
+        assert [r["setting"] for r in status["reasons"]] == ["EnhancedContainerIsolation"]
+        assert status["engine"]["state"] == "running"
+        assert running(engine, container)
+        # New containers still start and run; only their ports stay in the VM.
+        again = engine.docker("run", "--rm", engine.image, "echo", "still runs")
+        assert again.stdout == "still runs\n", again.stderr
+        text = engine.daemon.cli("status").stdout
+        assert "Enhanced Container Isolation" in text or "EnhancedContainerIsolation" in text
+        assert "engine: running" in text
+    finally:
+        engine.settings()
+    wait_for(lambda: tcp_open("127.0.0.1", port), 10, "forwarding to come back")
