@@ -11,6 +11,7 @@ import shlex
 import sys
 
 from app.control_client import ControlClient, ControlError, DaemonUnavailable
+from app.engine.docker_config import DEFAULT_DOCKER_CONFIG, DockerConfig
 from app.paths import user_paths
 from vm.engine.layout import EngineLayout
 
@@ -25,7 +26,7 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
 
 def run(args: argparse.Namespace) -> int:
     if args.unset:
-        print("unset DOCKER_HOST")
+        print("unset DOCKER_HOST DOCKER_CONFIG")
         return 0
     paths = user_paths()
     try:
@@ -51,6 +52,10 @@ def run(args: argparse.Namespace) -> int:
         return 1
     docker_host = EngineLayout.under(paths.state_dir, paths.runtime_dir).docker_host
     print(f"export DOCKER_HOST={shlex.quote(docker_host)}")
+    config = DockerConfig.for_user(paths).folder
+    if config != DEFAULT_DOCKER_CONFIG:
+        # hostnet's docker config (its context, its credential helper) lives elsewhere.
+        print(f"export DOCKER_CONFIG={shlex.quote(str(config))}")
     print()
     print("# To point your shell to hostnet's Docker Engine, run:")
     print('# eval "$(hostnet docker-env)"')

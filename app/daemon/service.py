@@ -220,6 +220,7 @@ class Daemon:
         """The engine follows its own setting, not the gate: containers outlive forwarding."""
         assert self.effective is not None
         await self.engine.apply(bool(self.effective["ContainerEngineEnabled"]), self.backend)
+        await asyncio.get_running_loop().run_in_executor(None, self.engine.use_sign_in, self.paths)
 
     async def reload(self) -> None:
         await self.load()

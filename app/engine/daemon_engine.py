@@ -13,8 +13,10 @@ import shutil
 from collections.abc import Callable
 from typing import Any
 
-from app.engine.docker_config import DockerConfig
+from app.engine.docker_config import DockerConfig, DockerConfigError
+from app.engine.registry_names import cli_name
 from app.paths import Paths
+from app.signin.state import stored_session
 from vm.engine.layout import EngineLayout, EngineLayoutError
 from vm.engine.state import EngineState, EngineStatus
 from vm.engine.supervisor import EngineSupervisor, EngineTarget
@@ -108,6 +110,19 @@ class DaemonEngine:
     def _set(self, status: EngineStatus) -> None:
         self.status = status
         self.on_change(status)
+
+    def use_sign_in(self, paths: Paths) -> None:
+        """Name docker-credential-hostnet for the registry hostnet is signed in to, so the
+        docker CLI pulls from it with no second login (blocking: run it off the loop)."""
+        session = stored_session(paths)
+        if self.status.state is EngineState.OFF or session is None or session.provider != "docker":
+            return
+        if shutil.which("docker-credential-hostnet") is None:
+            log.warning("docker-credential-hostnet is not on PATH; docker cannot use the sign-in")
+        try:
+            self.docker_config.use_credential_helper(cli_name(session.server))
+        except (OSError, DockerConfigError) as exc:
+            log.warning("cannot name the credential helper in the docker config: %s", exc)
 
     def docker_host(self) -> str | None:
         """The engine's DOCKER_HOST while it runs, else None."""

@@ -23,6 +23,9 @@ HELPER_NAME = "hostnet"
 """The suffix of ``docker-credential-hostnet``, as config.json names helpers."""
 
 
+DEFAULT_DOCKER_CONFIG = Path.home() / ".docker"
+
+
 class DockerConfigError(ValueError):
     """config.json cannot be read as the docker CLI's configuration."""
 
@@ -39,7 +42,7 @@ class DockerConfig:
             return cls(Path(explicit).expanduser())
         if os.environ.get("HOSTNET_HOME"):
             return cls(paths.config_dir.parent / "docker")
-        return cls(Path.home() / ".docker")
+        return cls(DEFAULT_DOCKER_CONFIG)
 
     @property
     def config_file(self) -> Path:

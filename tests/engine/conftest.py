@@ -1,4 +1,4 @@
-"""One engine for the module's tests: starting dockerd costs seconds."""
+"""One engine for all the engine tests: starting dockerd costs seconds."""
 
 from __future__ import annotations
 
@@ -9,6 +9,6 @@ import pytest
 from tests.engine.engine_fixture import EngineSession, engine_session
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture(scope="session")
 def engine() -> Iterator[EngineSession]:
     yield from engine_session()
