@@ -102,4 +102,5 @@ def engine_session(settings: dict[str, Any] | None = None) -> Iterator[EngineSes
         client.close()
     finally:
         daemon.stop()
-        shutil.rmtree(home, ignore_errors=True)
+        if not os.environ.get("HOSTNET_KEEP_ENGINE_HOME"):
+            shutil.rmtree(home, ignore_errors=True)
