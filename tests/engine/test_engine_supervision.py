@@ -4,11 +4,24 @@
 from __future__ import annotations
 
 import os
+import shutil
 import signal
 import subprocess
+from pathlib import Path
 
-from tests.engine.engine_fixture import EngineSession, needs_engine, wait_engine_running
+import docker
+
+from tests.engine.engine_fixture import (
+    ENGINE_SETTINGS,
+    EngineSession,
+    needs_engine,
+    short_home,
+    wait_engine_running,
+)
+from tests.engine.images import build_test_image
+from tests.integration.daemon_fixture import start_daemon, write_settings
 from tests.integration.vm_helpers import wait_for
+from vm.engine.mounts import mounts_under
 
 pytestmark = needs_engine
 
@@ -67,3 +80,40 @@ def test_a_crashed_engine_is_shown_and_started_again(engine: EngineSession) -> N
     assert f"restarted {after['restarts']} time(s)" in engine.daemon.cli("status").stdout
     again = engine.docker("run", "--rm", engine.image, "echo", "back")
     assert again.stdout == "back\n", again.stderr
+
+
+def test_the_setting_starts_the_engine_and_a_daemon_stop_leaves_nothing_behind() -> None:
+    home = short_home()
+    daemon = start_daemon(home, {"HostNetworkingEnabled": True})
+    try:
+        assert daemon.client.get("/v1/status")["engine"]["state"] == "off"
+        assert "ContainerEngineEnabled true" in daemon.cli("status").stdout
+        refused = daemon.cli("docker-env")
+        assert refused.returncode == 1
+        assert "ContainerEngineEnabled true" in refused.stderr
+        write_settings(home, ENGINE_SETTINGS)
+        wait_engine_running(daemon)
+        client = docker.DockerClient(base_url=f"unix://{home}/run/docker.sock", timeout=60)
+        image = build_test_image(client)
+        client.containers.run(image, ["sleep", "600"], detach=True, init=True)
+        client.close()
+        netns = Path("/run/netns", daemon.netns["name"])
+    finally:
+        daemon.stop()
+    try:
+        assert mounts_under(home) == []
+        assert not netns.exists()
+        assert not [
+            pid
+            for pid in os.listdir("/proc")
+            if pid.isdigit() and str(home).encode() in _cmdline(pid)
+        ]
+    finally:
+        shutil.rmtree(home, ignore_errors=True)
+
+
+def _cmdline(pid: str) -> bytes:
+    try:
+        return Path(f"/proc/{pid}/cmdline").read_bytes()
+    except OSError:
+        return b""

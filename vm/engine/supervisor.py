@@ -26,6 +26,7 @@ from vm.engine.dockerd_command import (
     storage_driver_refused,
 )
 from vm.engine.layout import EngineLayout
+from vm.engine.mounts import release_mounts
 from vm.engine.ping import engine_answers
 from vm.engine.state import EngineState, EngineStatus
 
@@ -107,6 +108,8 @@ class EngineSupervisor:
                 detail = str(exc)
             except OSError as exc:
                 detail = f"cannot start the engine: {exc}"
+            if not self._alive():
+                self._release_mounts()
             failures = 0 if time.monotonic() - started > STABLE_AFTER else failures + 1
             delay = min(BACKOFF_MAX, 0.5 * 2 ** (failures - 1)) if failures else 0.0
             log.warning("engine: %s; starting again in %.1f s", detail, delay)
@@ -220,6 +223,11 @@ class EngineSupervisor:
             with contextlib.suppress(ProcessLookupError):
                 os.kill(pid, signal.SIGKILL)
         await _terminate(self._dockerd, STOP_TIMEOUT)
+        self._release_mounts()
+
+    def _release_mounts(self) -> None:
+        for problem in release_mounts(self.layout.state_dir):
+            log.warning("engine: cannot unmount %s", problem)
 
 
 async def _spawn(command: list[str], log_file: Path) -> asyncio.subprocess.Process:
