@@ -25,17 +25,17 @@ from typing import Any
 
 from app.engine.registry_names import registry_key
 from app.paths import Paths, user_paths
-from app.signin.errors import SignInError
 from app.signin.manager import SECRET_NAMES
 from app.signin.secrets import Secrets, open_secrets
 from app.signin.state import current_session
+from proxy.errors import HostnetError
 
 NOT_FOUND = "credentials not found in native keychain"
 STORED = "docker-credentials"
 """The keyring entry holding what ``store`` kept: ``{server URL: {Username, Secret}}``."""
 
 
-class HelperError(Exception):
+class HelperError(HostnetError):
     """Printed on stdout (as the protocol has it) with exit status 1."""
 
 
@@ -133,7 +133,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     data = "" if args[0] == "list" else sys.stdin.read()
     try:
         output = run(args[0], data, user_paths())
-    except (HelperError, SignInError) as exc:
+    except HostnetError as exc:
         print(exc)
         return 1
     if output:

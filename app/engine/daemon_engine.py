@@ -17,6 +17,8 @@ from app.engine.docker_config import DockerConfig, DockerConfigError
 from app.engine.registry_names import cli_name
 from app.paths import Paths
 from app.signin.state import stored_session
+from vm.backends.netns_backend import NetnsBackend
+from vm.backends.protocol import Backend
 from vm.engine.layout import EngineLayout, EngineLayoutError
 from vm.engine.state import EngineState, EngineStatus
 from vm.engine.supervisor import EngineSupervisor, EngineTarget
@@ -26,25 +28,23 @@ log = logging.getLogger(__name__)
 REQUIRED_PROGRAMS = ("dockerd", "containerd", "runc", "nsenter", "nft")
 
 
-def engine_target(backend: Any) -> EngineTarget | str:
+def engine_target(backend: Backend | None) -> EngineTarget | str:
     """Where the engine of ``backend``'s VM runs, or why it cannot (with the fix)."""
     if backend is None:
         return "the VM is not up"
-    name = getattr(backend, "name", "")
-    if name == "netns":
-        state = backend.vm.read_state()
-        if state is None:
+    link = backend.shared_kernel_link()
+    if link is not None:
+        return EngineTarget(netns_path=link.netns_path, gateway=link.vm_ip)
+    if isinstance(backend, NetnsBackend):
+        if backend.vm.read_state() is None:
             return "the VM is not up"
-        path = backend.netns_path()
-        if path is None:
-            return (
-                "the engine needs the daemon to run as root on the netns backend "
-                "(a rootless namespace cannot run dockerd): start the daemon as root"
-            )
-        return EngineTarget(netns_path=path, gateway=state.vm_ip)
-    if name == "attach":
+        return (
+            "the engine needs the daemon to run as root on the netns backend "
+            "(a rootless namespace cannot run dockerd): start the daemon as root"
+        )
+    if backend.name == "attach":
         return "on the attach backend, use the engine the VM itself runs, if any"
-    return f"the engine does not run on the {name} backend yet: use VmBackend netns"
+    return f"the engine does not run on the {backend.name} backend yet: use VmBackend netns"
 
 
 def missing_programs() -> list[str]:
@@ -60,7 +60,7 @@ class DaemonEngine:
         self._supervisor: EngineSupervisor | None = None
         self._lock = asyncio.Lock()
 
-    async def apply(self, enabled: bool, backend: Any) -> None:
+    async def apply(self, enabled: bool, backend: Backend | None) -> None:
         """Run the engine when ``enabled`` and ``backend``'s VM can host it; stop it otherwise."""
         async with self._lock:
             target = engine_target(backend) if enabled else None

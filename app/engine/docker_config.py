@@ -17,6 +17,7 @@ from typing import Any
 
 from app.paths import Paths
 from app.settings.atomic import write_atomically
+from proxy.errors import HostnetError
 
 CONTEXT_NAME = "hostnet"
 HELPER_NAME = "hostnet"
@@ -26,8 +27,12 @@ HELPER_NAME = "hostnet"
 DEFAULT_DOCKER_CONFIG = Path.home() / ".docker"
 
 
-class DockerConfigError(ValueError):
+class DockerConfigError(ValueError, HostnetError):
     """config.json cannot be read as the docker CLI's configuration."""
+
+    def __init__(self, problem: str, fix: str) -> None:
+        ValueError.__init__(self, problem)
+        HostnetError.__init__(self, problem, fix)
 
 
 @dataclass(frozen=True)
@@ -83,10 +88,12 @@ class DockerConfig:
             return {}
         except ValueError as exc:
             raise DockerConfigError(
-                f"{self.config_file} is not valid JSON ({exc}): repair or remove it"
+                f"{self.config_file} is not valid JSON ({exc})", "repair or remove it"
             ) from None
         if not isinstance(data, dict):
-            raise DockerConfigError(f"{self.config_file} is not a JSON object: repair or remove it")
+            raise DockerConfigError(
+                f"{self.config_file} is not a JSON object", "repair or remove it"
+            )
         return data
 
     def use_credential_helper(self, registry: str) -> None:

@@ -20,6 +20,8 @@ import docker
 import docker.errors
 import requests.exceptions
 
+from vm.backends.netns_backend import NetnsBackend
+from vm.backends.protocol import Backend
 from vm.engine.listener_owners import ProcessOwner, port_owners
 
 log = logging.getLogger(__name__)
@@ -31,10 +33,10 @@ Key = tuple[str, str, int]  # (direction, proto, port)
 Container = tuple[str, str]  # (name, image)
 
 
-def vm_netns_pid(backend: Any) -> int | None:
+def vm_netns_pid(backend: Backend | None) -> int | None:
     """A process inside the VM's network namespace, where the daemon can see it (the agent
     of the root namespace VM); None elsewhere."""
-    if getattr(backend, "name", "") != "netns":
+    if not isinstance(backend, NetnsBackend) or backend.shared_kernel_link() is None:
         return None
     state = backend.vm.read_state()
     if state is None or state.rootless:
@@ -112,7 +114,7 @@ class PortOwners:
         self._task: asyncio.Future[dict[Key, dict[str, Any]]] | None = None
 
     def annotate(
-        self, entries: list[dict[str, Any]], backend: Any, docker_host: str | None
+        self, entries: list[dict[str, Any]], backend: Backend | None, docker_host: str | None
     ) -> list[dict[str, Any]]:
         """Add ``owner`` (or None) to each port entry; refresh in the background if due."""
         keys = frozenset((e["direction"], e["proto"], e["port"]) for e in entries)

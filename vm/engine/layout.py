@@ -6,6 +6,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
+from proxy.errors import HostnetError
+
 UNIX_PATH_MAX = 107
 """sun_path holds 108 bytes with the terminating NUL."""
 
@@ -13,8 +15,12 @@ CONTAINERD_SOCKET_TAIL = "/containerd/containerd.sock.ttrpc"
 """The longest socket dockerd's own containerd makes under the exec root."""
 
 
-class EngineLayoutError(ValueError):
+class EngineLayoutError(ValueError, HostnetError):
     """A path the engine needs is too long for a unix socket."""
+
+    def __init__(self, problem: str, fix: str) -> None:
+        ValueError.__init__(self, problem)
+        HostnetError.__init__(self, problem, fix)
 
 
 @dataclass(frozen=True)
@@ -66,8 +72,8 @@ class EngineLayout:
         for path in (str(self.api_socket), f"{self.exec_root}{CONTAINERD_SOCKET_TAIL}"):
             if len(path.encode()) > UNIX_PATH_MAX:
                 raise EngineLayoutError(
-                    f"the engine's socket path {path} is longer than {UNIX_PATH_MAX} bytes; "
-                    "set HOSTNET_HOME to a shorter folder"
+                    f"the engine's socket path {path} is longer than {UNIX_PATH_MAX} bytes",
+                    "set HOSTNET_HOME to a shorter folder",
                 )
 
     def ensure(self) -> None:
