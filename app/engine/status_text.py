@@ -29,3 +29,12 @@ def owner_text(owner: dict[str, Any] | None) -> str:
     if owner.get("container"):
         text += f" container {owner['container']} ({owner['image']})"
     return text
+
+
+def engine_summary(engine: dict[str, Any] | None) -> str:
+    """One line for the app: the state, and how to reach the engine while it runs."""
+    if not engine:
+        return "—"
+    if engine["state"] == "running":
+        return f"running ({engine['storage_driver']}): docker context use {engine['context']}"
+    return f"{engine['state']} {engine['detail']}".strip()

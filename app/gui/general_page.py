@@ -7,6 +7,7 @@ from typing import Any
 from PySide6.QtCore import Qt, Signal
 from PySide6.QtWidgets import QFormLayout, QHBoxLayout, QPushButton, QVBoxLayout, QWidget
 
+from app.engine.status_text import engine_summary
 from app.gui.daemon_link import DaemonLink
 from app.gui.widgets import card, label, page_header
 
@@ -44,6 +45,7 @@ class GeneralPage(QWidget):
         for key, title in (
             ("vm", "VM"),
             ("agent", "Guest agent"),
+            ("engine", "Docker Engine"),
             ("daemon", "Daemon"),
             ("settings", "Settings file"),
             ("log", "Daemon log"),
@@ -91,6 +93,7 @@ class GeneralPage(QWidget):
         self.fields["agent"].setText(
             f"{agent.get('state', '—')} {agent.get('detail', '')}".strip() if agent else "—"
         )
+        self.fields["engine"].setText(engine_summary(status.get("engine")))
         self.fields["daemon"].setText(
             f"version {status['version']}, pid {status['pid']}" if status else "not running"
         )

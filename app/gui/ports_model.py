@@ -7,6 +7,7 @@ from typing import Any
 from PySide6.QtCore import QAbstractTableModel, QModelIndex, QPersistentModelIndex, Qt
 from PySide6.QtGui import QColor
 
+from app.engine.status_text import owner_text
 from app.gui.daemon_link import port_key
 
 COLUMNS = (
@@ -17,6 +18,7 @@ COLUMNS = (
     "State",
     "Connections",
     "Bytes in / out",
+    "Owner",
 )
 DIRECTIONS = {"vm-to-host": "VM → host", "host-to-vm": "Host → VM"}
 STATE_COLOURS = {"active": "#126b3b", "pending": "#5c6577"}
@@ -92,11 +94,13 @@ class PortsModel(QAbstractTableModel):
                 if entry.get("proto") == "udp":
                     return f"{counters.get('udp_flows_open', 0)} flows"
                 return str(counters.get("connections_open", 0))
-            case _:
+            case 6:
                 return (
                     f"{human_bytes(int(counters.get('bytes_in', 0)))} / "
                     f"{human_bytes(int(counters.get('bytes_out', 0)))}"
                 )
+            case _:
+                return owner_text(entry.get("owner"))
 
     def data(self, index: Index, role: int = Qt.ItemDataRole.DisplayRole) -> Any:
         if not index.isValid():

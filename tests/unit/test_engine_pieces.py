@@ -156,3 +156,20 @@ def test_mounts_under_reads_mountinfo_deepest_first(tmp_path: Path) -> None:
         "4 1 0:4 / /srv/other rw - ext4 c rw\n"
     )
     assert mounts_under(Path("/srv/e"), info) == ["/srv/e/exec/netns/default", "/srv/e"]
+
+
+def test_the_apps_ports_table_and_status_show_owner_and_engine() -> None:
+    from app.engine.status_text import engine_summary
+    from app.gui.ports_model import COLUMNS, PortsModel
+
+    model = PortsModel()
+    owner = {"pid": 42, "process": "nc", "container": "web", "image": "img:1"}
+    entry = {"direction": "vm-to-host", "proto": "tcp", "port": 8000, "host_address": "127.0.0.1"}
+    model.set_entries([{**entry, "vm_address": "0.0.0.0", "state": "active", "owner": owner}])
+    assert COLUMNS[7] == "Owner"
+    assert model.cell(0, 7) == "nc[42] container web (img:1)"
+    running = {"state": "running", "storage_driver": "overlay2", "context": "hostnet"}
+    assert engine_summary(running) == "running (overlay2): docker context use hostnet"
+    assert (
+        engine_summary({"state": "unavailable", "detail": "needs root"}) == "unavailable needs root"
+    )
