@@ -89,3 +89,14 @@ def build_test_image(client: docker.DockerClient) -> str:
         changes=['CMD ["/bin/sh"]', "ENV PATH=/usr/bin:/bin"],
     )
     return IMAGE
+
+
+def main() -> int:
+    """``python -m tests.engine.images``: import the image into the engine DOCKER_HOST names."""
+    client = docker.from_env()
+    print(build_test_image(client))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
