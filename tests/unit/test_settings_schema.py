@@ -33,6 +33,7 @@ REQUIRED_KEYS = {
     "OidcClientId": (str, ""),
     "SettingsVersion": (int, current_version()),
     "SignInRequired": (bool, False),
+    "ContainerEngineEnabled": (bool, False),
 }
 
 

@@ -78,6 +78,7 @@ def test_round_trip_every_settable_key(hostnet_home: Path) -> None:
         "DockerRegistry": "http://127.0.0.1:5000",
         "OidcIssuer": "https://login.example.com/realms/x",
         "OidcClientId": "hostnet-desktop",
+        "ContainerEngineEnabled": True,
     }
     assert set(values) == {k for k, s in specs().items() if s.user_settable}
     for key, value in values.items():
