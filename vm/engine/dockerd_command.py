@@ -26,11 +26,13 @@ class DockerdOptions:
     dns: str
 
 
+def in_vm(netns_path: str, command: list[str]) -> list[str]:
+    """``command`` run in the VM's network namespace (setns), in the host's mount namespace."""
+    return ["nsenter", f"--net={netns_path}", "--", *command]
+
+
 def dockerd_command(layout: EngineLayout, netns_path: str, options: DockerdOptions) -> list[str]:
     command = [
-        "nsenter",
-        f"--net={netns_path}",
-        "--",
         "dockerd",
         "--config-file",
         str(layout.config_file),
@@ -53,7 +55,7 @@ def dockerd_command(layout: EngineLayout, netns_path: str, options: DockerdOptio
     ]
     for ulimit in DEFAULT_ULIMITS:
         command += ["--default-ulimit", ulimit]
-    return command
+    return in_vm(netns_path, command)
 
 
 def storage_driver_refused(log_tail: str, driver: str) -> bool:

@@ -19,10 +19,12 @@ from collections.abc import Callable
 from dataclasses import dataclass, replace
 from pathlib import Path
 
+from vm.backends.netns import pid_alive
 from vm.engine.dockerd_command import (
     STORAGE_DRIVERS,
     DockerdOptions,
     dockerd_command,
+    in_vm,
     storage_driver_refused,
 )
 from vm.engine.layout import EngineLayout
@@ -39,6 +41,7 @@ BACKOFF_MAX = 30.0
 STABLE_AFTER = 60.0
 """A dockerd that ran this long before it stopped starts again at once."""
 POLL = 0.5
+PYTHON_M = (sys.executable, "-m")
 
 
 @dataclass(frozen=True)
@@ -122,26 +125,14 @@ class EngineSupervisor:
             await asyncio.sleep(delay)
 
     async def _prepare(self) -> None:
+        """The folders, the host gateway's rules and the DNS server, before dockerd."""
         self.layout.ensure()
-        await _run_in_vm(
-            self.target.netns_path,
-            [sys.executable, "-m", "vm.engine.host_gateway", self.target.gateway],
-        )
+        gateway = self.target.gateway
+        await _run(in_vm(self.target.netns_path, [*PYTHON_M, "vm.engine.host_gateway", gateway]))
         if self._dns is None or self._dns.returncode is not None:
             _stop_stale(self.layout.dns_pidfile, b"vm.engine.dns")
-            self._dns = await _spawn_in_vm(
-                self.target.netns_path,
-                [
-                    sys.executable,
-                    "-m",
-                    "vm.engine.dns",
-                    "--listen",
-                    self.target.gateway,
-                    "--gateway",
-                    self.target.gateway,
-                ],
-                self.layout.dns_log,
-            )
+            dns = [*PYTHON_M, "vm.engine.dns", "--listen", gateway, "--gateway", gateway]
+            self._dns = await _spawn(in_vm(self.target.netns_path, dns), self.layout.dns_log)
             self.layout.dns_pidfile.write_text(f"{self._dns.pid}\n")
 
     async def _run_once(self) -> None:
@@ -198,7 +189,7 @@ class EngineSupervisor:
 
     def _alive(self) -> bool:
         if self._adopted_pid:
-            return _pid_alive(self._adopted_pid)
+            return pid_alive(self._adopted_pid)
         return self._dockerd is not None and self._dockerd.returncode is None
 
     def _pid(self) -> int:
@@ -218,7 +209,7 @@ class EngineSupervisor:
             with contextlib.suppress(ProcessLookupError):
                 os.kill(pid, signal.SIGTERM)
             deadline = time.monotonic() + STOP_TIMEOUT
-            while _pid_alive(pid) and time.monotonic() < deadline:
+            while pid_alive(pid) and time.monotonic() < deadline:
                 await asyncio.sleep(0.1)
             with contextlib.suppress(ProcessLookupError):
                 os.kill(pid, signal.SIGKILL)
@@ -242,19 +233,9 @@ async def _spawn(command: list[str], log_file: Path) -> asyncio.subprocess.Proce
         )
 
 
-def _in_vm(netns_path: str, command: list[str]) -> list[str]:
-    return ["nsenter", f"--net={netns_path}", "--", *command]
-
-
-async def _spawn_in_vm(
-    netns_path: str, command: list[str], log_file: Path
-) -> asyncio.subprocess.Process:
-    return await _spawn(_in_vm(netns_path, command), log_file)
-
-
-async def _run_in_vm(netns_path: str, command: list[str]) -> None:
+async def _run(command: list[str]) -> None:
     proc = await asyncio.create_subprocess_exec(
-        *_in_vm(netns_path, command),
+        *command,
         stdin=asyncio.subprocess.DEVNULL,
         stdout=asyncio.subprocess.PIPE,
         stderr=asyncio.subprocess.STDOUT,
@@ -262,7 +243,8 @@ async def _run_in_vm(netns_path: str, command: list[str]) -> None:
     )
     output, _ = await proc.communicate()
     if proc.returncode != 0:
-        raise _Refused(output.decode(errors="replace").strip() or f"{command[2]} failed")
+        text = output.decode(errors="replace").strip()
+        raise _Refused(text or f"{' '.join(command)} exited with status {proc.returncode}")
 
 
 async def _terminate(proc: asyncio.subprocess.Process | None, timeout: float) -> None:
@@ -286,7 +268,7 @@ def _running_dockerd(layout: EngineLayout) -> int:
     except (OSError, ValueError):
         return 0
     if cmdline and cmdline[0].endswith(b"dockerd") and str(layout.data_root).encode() in cmdline:
-        return pid if _pid_alive(pid) else 0
+        return pid if pid_alive(pid) else 0
     return 0
 
 
@@ -301,14 +283,6 @@ def _stop_stale(pidfile: Path, marker: bytes) -> None:
     if marker in cmdline:
         with contextlib.suppress(ProcessLookupError):
             os.kill(pid, signal.SIGKILL)
-
-
-def _pid_alive(pid: int) -> bool:
-    try:
-        stat = Path(f"/proc/{pid}/stat").read_text()
-    except OSError:
-        return False
-    return stat.rsplit(")", 1)[1].split()[0] not in ("Z", "X")
 
 
 def _size(path: Path) -> int:
