@@ -173,3 +173,19 @@ def test_the_apps_ports_table_and_status_show_owner_and_engine() -> None:
     assert (
         engine_summary({"state": "unavailable", "detail": "needs root"}) == "unavailable needs root"
     )
+
+
+def test_backends_without_a_shared_kernel_say_why_the_engine_cannot_run(tmp_path: Path) -> None:
+    from app.engine.daemon_engine import engine_target
+    from vm.backends.registry import make_backend
+
+    assert engine_target(None) == "the VM is not up"
+    assert engine_target(make_backend("netns", {}, tmp_path / "netns")) == "the VM is not up"
+    qemu = engine_target(make_backend("qemu", {}, tmp_path / "qemu"))
+    assert qemu == "the engine does not run on the qemu backend yet: use VmBackend netns"
+    secret = tmp_path / "secret"
+    secret.write_bytes(b"x" * 32)
+    attach = make_backend(
+        "attach", {"transport": "tcp:127.0.0.1:1", "secret_file": str(secret)}, tmp_path / "a"
+    )
+    assert "attach backend" in str(engine_target(attach))
