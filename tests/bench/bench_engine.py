@@ -6,7 +6,8 @@ every 5 ms until one is accepted. The baseline, in the same run on the same VM: 
 netcat started as a plain process in the VM (``nsenter --net=``), timed the same way; the
 difference is what the engine adds (container set-up), the rest is discovery and mirroring.
 
-``BENCH_ENGINE_STARTS`` (default 50) sets the number of trials of each.
+``BENCH_ENGINE_STARTS`` (default 50; 1 under ``BENCH_SMOKE=1``) sets the number of trials of
+each. Needs root and Debian's docker.io, like the engine itself.
 """
 
 from __future__ import annotations
@@ -22,10 +23,13 @@ from collections.abc import Callable
 from typing import Any
 
 from tests.bench.figures import figure
+from tests.bench.smoke_mode import full_or_smoke
+from tests.bench.tools import BenchError
 from tests.engine.engine_fixture import EngineSession, engine_session
 from tests.integration.vm_helpers import free_port
 
-STARTS = int(os.environ.get("BENCH_ENGINE_STARTS", "50"))
+STARTS = int(os.environ.get("BENCH_ENGINE_STARTS", full_or_smoke("50", "1")))
+SMOKE_MARKS = ("root",)
 ANSWER_TIMEOUT = 30.0
 POLL = 0.005
 
@@ -87,6 +91,9 @@ def measure(engine: EngineSession) -> dict[str, list[float]]:
 
 
 def run() -> list[dict[str, Any]]:
+    missing = [tool for tool in ("dockerd", "docker", "nsenter") if shutil.which(tool) is None]
+    if os.geteuid() != 0 or missing:
+        raise BenchError(f"the engine needs root and {', '.join(missing) or 'docker.io'}")
     with contextlib.contextmanager(engine_session)() as engine:
         samples = measure(engine)
     rows = []
