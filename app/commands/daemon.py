@@ -13,8 +13,8 @@ from app.control_client import ControlClient
 from app.daemon.control_api import serve
 from app.daemon.service import Daemon
 from app.paths import admin_settings_path, user_paths
+from app.policy.gate import Refuse
 from proxy.event_loop import raise_fd_limit, run
-from proxy.policy import Refuse
 
 
 def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:

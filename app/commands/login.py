@@ -15,6 +15,7 @@ import webbrowser
 from typing import Any
 
 from app.paths import user_paths
+from app.settings_writer import SettingsWriter
 from app.signin import manager
 from app.signin.config import load_config
 from app.signin.errors import SignInError
@@ -131,20 +132,25 @@ def run_login(args: argparse.Namespace) -> int:
     except EOFError:
         return _err("No input: sign-in cancelled.")
     session = outcome.session
+    note = SettingsWriter.for_user(paths).sign_in_changed(signed_out=False)
     print(f"Signed in as {session.user} ({_provider_label(session)}).")
-    if outcome.notice:
-        print(outcome.notice, file=sys.stderr)
+    for line in (outcome.notice, note):
+        if line:
+            print(line, file=sys.stderr)
     return 0
 
 
 def run_logout(args: argparse.Namespace) -> int:
-    outcome = asyncio.run(manager.logout(user_paths()))
+    paths = user_paths()
+    outcome = asyncio.run(manager.logout(paths))
+    note = SettingsWriter.for_user(paths).sign_in_changed(signed_out=True)
     if outcome.signed_out is None:
         print("Nobody was signed in.")
     else:
         print(f"Signed out {outcome.signed_out.user} ({_provider_label(outcome.signed_out)}).")
-    for note in outcome.notes:
-        print(note, file=sys.stderr)
+    for line in (*outcome.notes, note):
+        if line:
+            print(line, file=sys.stderr)
     return 0
 
 

@@ -1,7 +1,9 @@
 """``hostnet settings list|get|set|reset``: read and change the user's settings.
 
 Problems found in the settings files (bad JSON, a bad value, a broken admin file) go to
-stderr on every call; the command still answers with the defaults for what is bad.
+stderr on every call; the command still answers with the defaults for what is bad. Changes go
+through the settings writer: to the running daemon, which applies them at once, or to the
+file when no daemon runs.
 Exit status: 0 done, 2 bad key or value, 3 locked by the administrator, 4 sign-in needed.
 """
 
@@ -14,8 +16,10 @@ from typing import Any, TextIO
 
 from app.settings.effective import EffectiveSettings
 from app.settings.parse import parse_value
+from app.settings.problems import Problem
 from app.settings.schema import resolve_key, specs
 from app.settings.store import SettingsStore
+from app.settings_writer import SettingsWriter, Written
 
 SOURCE_LABELS = {
     "default": "default",
@@ -76,8 +80,8 @@ def _print_problems(effective: EffectiveSettings, stream: TextIO | None = None) 
         print(f"hostnet: warning: {problem}", file=stream)
 
 
-def _print_new_problems(before: EffectiveSettings, after: EffectiveSettings) -> None:
-    for problem in after.problems:
+def _print_new_problems(before: EffectiveSettings, after: Written) -> None:
+    for problem in map(Problem.from_json, after.problems):
         if problem not in before.problems:
             print(f"hostnet: warning: {problem}", file=sys.stderr)
 
@@ -138,13 +142,13 @@ def _set(store: SettingsStore, name: str, text: str) -> int:
     value = parse_value(specs()[key], text)
     before = store.load()
     _print_problems(before)  # what the write is about to drop or fix, said first
-    change = store.set(key, value)
-    _print_new_problems(before, change.effective)
-    entry = change.effective.entry(key)
-    note = " (needs a daemon restart to take effect)" if change.restart_required else ""
-    if entry.locked:
+    written = SettingsWriter(store).set(key, value)
+    _print_new_problems(before, written)
+    entry = written.entry(key)
+    note = " (needs a daemon restart to take effect)" if written.restart_required else ""
+    if entry["locked"]:
         note = " (already the value your administrator locked)"
-    print(f"{key} = {_show(entry.value)}{note}")
+    print(f"{key} = {_show(entry['value'])}{note}")
     return 0
 
 
@@ -152,8 +156,8 @@ def _reset(store: SettingsStore, name: str) -> int:
     key = _canonical(name, store)
     before = store.load()
     _print_problems(before)
-    change = store.reset(key)
-    _print_new_problems(before, change.effective)
-    entry = change.effective.entry(key)
-    print(f"{key} = {_show(entry.value)} ({SOURCE_LABELS[entry.source]})")
+    written = SettingsWriter(store).reset(key)
+    _print_new_problems(before, written)
+    entry = written.entry(key)
+    print(f"{key} = {_show(entry['value'])} ({SOURCE_LABELS[entry['source']]})")
     return 0

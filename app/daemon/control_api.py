@@ -3,7 +3,11 @@
     GET  /v1/status            state, reasons, VM and agent, settings problems
     GET  /v1/ports             every forwarded port with its state and counters
     GET  /v1/settings          effective settings: value, source, lock, problems
-    PUT  /v1/settings          {"Key": value, ...}: checked, locks honoured, written atomically
+    PUT  /v1/settings          {"Key": value, ...}: checked, locks honoured, written atomically,
+                               applied before the answer
+    DELETE /v1/settings/KEY    forget the user's value for KEY (back to the default)
+    POST /v1/session           {"signed_out": bool}: someone signed in or out; the daemon looks
+                               again at once; {"signed_in", "note"}
     POST /v1/restart           restart forwarding (applies settings that need it)
     POST /v1/shutdown          stop forwarding and the daemon
     POST /v1/vm/exec           {"argv": [...], "detach": bool, "timeout": s, "cwd": path}: run a
@@ -29,6 +33,7 @@ from aiohttp import web
 
 from app.daemon.agent_link import REQUEST_TIMEOUT
 from app.daemon.service import Daemon
+from app.settings import SettingsChange
 from proxy.errors import HostnetError
 from proxy.states import VmState
 from proxy.wire import ProtocolError, Request, Response
@@ -64,8 +69,16 @@ async def put_settings(request: web.Request) -> web.Response:
     body = await _read_object(request, '{"HostNetworkingEnabled": true}', empty_ok=False)
     if isinstance(body, web.Response):
         return body
-    change = await asyncio.get_running_loop().run_in_executor(None, daemon.store.update, body)
-    await daemon.reload()
+    change = await daemon.change_settings(body)
+    return _settings_answer(change)
+
+
+async def delete_setting(request: web.Request) -> web.Response:
+    change = await request.app[DAEMON_KEY].reset_setting(request.match_info["key"])
+    return _settings_answer(change)
+
+
+def _settings_answer(change: SettingsChange) -> web.Response:
     return web.json_response(
         {
             "changed": list(change.changed),
@@ -73,6 +86,15 @@ async def put_settings(request: web.Request) -> web.Response:
             "settings": change.effective.to_json(),
         }
     )
+
+
+async def post_session(request: web.Request) -> web.Response:
+    daemon = request.app[DAEMON_KEY]
+    body = await _read_object(request, '{"signed_out": true}')
+    if isinstance(body, web.Response):
+        return body
+    note = await daemon.sign_in_changed(signed_out=body.get("signed_out") is True)
+    return web.json_response({"signed_in": daemon.signed_in, "note": note})
 
 
 async def post_restart(request: web.Request) -> web.Response:
@@ -224,6 +246,8 @@ def make_app(daemon: Daemon) -> web.Application:
     app.router.add_get("/v1/ports", get_ports)
     app.router.add_get("/v1/settings", get_settings)
     app.router.add_put("/v1/settings", put_settings)
+    app.router.add_delete("/v1/settings/{key}", delete_setting)
+    app.router.add_post("/v1/session", post_session)
     app.router.add_post("/v1/restart", post_restart)
     app.router.add_post("/v1/shutdown", post_shutdown)
     app.router.add_get("/v1/events", get_events)

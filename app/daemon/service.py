@@ -1,4 +1,10 @@
-"""The daemon: settings and the policy gate decide; the VM backend and forwarding follow."""
+"""The daemon: settings and the policy gate decide; the VM backend and forwarding follow.
+
+The gate is decided again whenever one of its inputs changes: the settings (a change through
+the control API, taken at once, or an edit of the files, seen by the watcher), the sign-in
+(told through the control API, seen in the session record, or reaching its expiry), and the
+VM's state. Each change is applied once, whichever way it arrives first.
+"""
 
 from __future__ import annotations
 
@@ -10,6 +16,7 @@ import logging
 import os
 import socket
 import time
+from collections.abc import Coroutine, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -18,12 +25,21 @@ from app.daemon.forwarding import Forwarding
 from app.engine.daemon_engine import DaemonEngine
 from app.engine.port_owners import PortOwners
 from app.paths import Paths
-from app.settings import EffectiveSettings, SettingsStore, is_excluded, port_ranges, watch_settings
-from app.signin.state import record_paths
+from app.policy.gate import Allow, Decision, Off, Refuse
+from app.settings import (
+    EffectiveSettings,
+    SettingsChange,
+    SettingsStore,
+    is_excluded,
+    port_ranges,
+    watch_settings,
+)
+from app.settings_writer import apply_sign_out, checked_update
+from app.signin.session import Session
+from app.signin.state import current_session, record_paths
 from proxy import __version__
 from proxy.errors import HostnetError
 from proxy.mirror_set import MirrorState
-from proxy.policy import Allow, Decision, Off, Refuse
 from proxy.states import ForwardingState, LinkState, VmState
 from vm.backends.errors import VMError
 from vm.backends.protocol import Backend
@@ -33,7 +49,6 @@ from vm.transport.namespace_sockets import NamespaceSockets
 log = logging.getLogger(__name__)
 
 AGENT_CHECK_INTERVAL = 0.2
-GATE_RECHECK_INTERVAL = 5.0
 COUNTERS_INTERVAL = 1.0
 
 
@@ -65,6 +80,8 @@ class Daemon:
         self._tasks: list[asyncio.Task[None]] = []
         self.engine = DaemonEngine(paths, lambda _: self.events.publish("status", self.status()))
         self.port_owners = PortOwners()
+        self._side_tasks: set[asyncio.Task[Any]] = set()
+        self._session_expiry: asyncio.TimerHandle | None = None
 
     # -- start and stop -------------------------------------------------------------------
 
@@ -99,24 +116,27 @@ class Daemon:
     async def load(self) -> Decision:
         loop = asyncio.get_running_loop()
         self.effective = await loop.run_in_executor(None, self.store.load)
-        self.signed_in = await loop.run_in_executor(None, self.store.is_signed_in)
+        session = await loop.run_in_executor(None, current_session, self.paths)
+        self.signed_in = session is not None
+        self._watch_session_expiry(session)
         self.decision = self.effective.gate(signed_in=self.signed_in)
         return self.decision
 
     async def start(self) -> None:
-        """Bring the VM up and apply the gate's decision (the caller checked it first)."""
+        """Follow the gate's inputs, bring the VM up, then apply the gate's decision (the
+        caller checked it first). What changes while the VM boots is taken at once and
+        applied as soon as the VM is up."""
         assert self.effective is not None
-        await self._start_vm()
-        await self._apply()
-        await self._apply_engine()
         loop = asyncio.get_running_loop()
         self._tasks = [
             loop.create_task(self._follow_settings()),
-            loop.create_task(self._supervise_agent()),
-            loop.create_task(self._recheck_gate()),
             loop.create_task(self._keep_session_fresh()),
             loop.create_task(self._publish_counters()),
         ]
+        await self._start_vm()
+        self._tasks.append(loop.create_task(self._supervise_agent()))
+        await self._decide()
+        await self._apply_engine()
 
     def _vm_config(self) -> tuple[str, dict[str, Any]]:
         assert self.effective is not None
@@ -135,9 +155,11 @@ class Daemon:
             raise DaemonError(f"cannot start the VM: {exc}") from exc
 
     async def stop(self) -> None:
-        for task in self._tasks:
+        self._watch_session_expiry(None)
+        tasks = [*self._tasks, *self._side_tasks]
+        for task in tasks:
             task.cancel()
-        await asyncio.gather(*self._tasks, return_exceptions=True)
+        await asyncio.gather(*tasks, return_exceptions=True)
         await self._stop_forwarding()
         await self.engine.stop()
         if self.backend is not None:
@@ -146,11 +168,17 @@ class Daemon:
 
     # -- applying the gate ----------------------------------------------------------------
 
+    async def _decide(self) -> None:
+        """Decide again from the gate's inputs as they are now, and apply the decision."""
+        assert self.effective is not None
+        self.decision = self.effective.gate(signed_in=self.signed_in)
+        await self._apply()
+
     async def _apply(self) -> None:
         async with self._apply_lock:
             decision = self.decision
             if isinstance(decision, Allow):
-                if self.forwarding is None:
+                if self.forwarding is None and self.vm_state == VmState.UP:
                     await self._start_forwarding()
             else:
                 await self._stop_forwarding()
@@ -217,41 +245,92 @@ class Daemon:
         await self._apply_engine()
 
     async def _apply_engine(self) -> None:
-        """The engine follows its own setting, not the gate: containers outlive forwarding."""
+        """The engine follows its own setting, not the gate: containers outlive forwarding.
+        It needs the VM up: a change taken while the VM boots is applied by start()."""
         assert self.effective is not None
+        if self.vm_state != VmState.UP:
+            return
         await self.engine.apply(bool(self.effective["ContainerEngineEnabled"]), self.backend)
         await asyncio.get_running_loop().run_in_executor(None, self.engine.use_sign_in, self.paths)
 
-    async def reload(self) -> None:
-        await self.load()
-        await self._apply()
-
     # -- following changes ----------------------------------------------------------------
 
+    async def change_settings(self, changes: Mapping[str, Any]) -> SettingsChange:
+        """A change through the control API: written (sign-in rule first) and taken here
+        before the answer; the file watcher then finds nothing new."""
+        loop = asyncio.get_running_loop()
+        change = await loop.run_in_executor(None, checked_update, self.store, changes)
+        await self._take_settings(change.effective)
+        return change
+
+    async def reset_setting(self, key: str) -> SettingsChange:
+        change = await asyncio.get_running_loop().run_in_executor(None, self.store.reset, key)
+        await self._take_settings(change.effective)
+        return change
+
+    async def _take_settings(self, effective: EffectiveSettings) -> None:
+        """Apply EFFECTIVE where it differs from the settings in effect; nothing when it does
+        not (so a change that arrives both ways is applied once)."""
+        before = self.effective
+        assert before is not None
+        changed = effective.changed_keys(before)
+        if not changed and effective.problems == before.problems:
+            return
+        self.effective = effective
+        if effective.restart_required_since(before):
+            self.restart_pending = True
+        if self.forwarding is not None:
+            await self._apply_live(changed)
+        await self._decide()
+        await self._apply_engine()
+        self.events.publish("settings", effective.to_json())
+
+    async def sign_in_changed(self, *, signed_out: bool = False) -> str:
+        """Read the sign-in again and decide again. A sign-out (SIGNED_OUT, or a session seen
+        to end) gets the sign-in rule's effect on the settings; a note for the person, or ''."""
+        loop = asyncio.get_running_loop()
+        session = await loop.run_in_executor(None, current_session, self.paths)
+        was, self.signed_in = self.signed_in, session is not None
+        self._watch_session_expiry(session)
+        change, note = None, ""
+        if not self.signed_in and (signed_out or was):
+            change, note = await loop.run_in_executor(None, apply_sign_out, self.store)
+        if self.signed_in != was:
+            self.events.publish("session", {"signed_in": self.signed_in, "message": note})
+        if change is not None:
+            await self._take_settings(change.effective)  # decides again, with the sign-in
+        elif self.signed_in != was:
+            await self._decide()
+        await self._apply_engine()  # the engine's registry credentials follow the sign-in
+        return note
+
+    def _watch_session_expiry(self, session: Session | None) -> None:
+        """A session ends at its expiry with no file changing: look again at that moment."""
+        if self._session_expiry is not None:
+            self._session_expiry.cancel()
+            self._session_expiry = None
+        if session is not None:
+            self._session_expiry = asyncio.get_running_loop().call_later(
+                max(session.seconds_left(), 0.0) + 0.05, self._spawn, self.sign_in_changed()
+            )
+
+    def _spawn(self, work: Coroutine[Any, Any, Any]) -> None:
+        task = asyncio.get_running_loop().create_task(work)
+        self._side_tasks.add(task)
+        task.add_done_callback(self._side_tasks.discard)
+
     async def _follow_settings(self) -> None:
-        also = record_paths(self.paths)
-        async for change in watch_settings(self.store, initial=self.effective, also_watch=also):
-            before = self.effective
-            effective, changed = change.effective, change.changed
-            if before is not None and unreadable_user_file(effective):
+        session_files = record_paths(self.paths)
+        changes = watch_settings(self.store, initial=self.effective, also_watch=session_files)
+        async for change in changes:
+            effective = change.effective
+            if self.effective is not None and unreadable_user_file(effective):
                 # A file cut off mid-write (an editor, a full disk) must not turn forwarding
                 # off: keep the values in effect and show the problem until it is repaired.
-                effective = dataclasses.replace(before, problems=effective.problems)
-                changed = ()
-            self.effective = effective
-            self.signed_in = await asyncio.get_running_loop().run_in_executor(
-                None, self.store.is_signed_in
-            )
-            self.decision = effective.gate(signed_in=self.signed_in)
-            # Against the watcher's own last view, not self.effective: a change made through
-            # the control API has already been loaded into that by reload().
-            if changed and change.restart_required:
-                self.restart_pending = True
-            if self.forwarding is not None and before is not None:
-                await self._apply_live(changed)
-            await self._apply()
-            await self._apply_engine()
-            self.events.publish("settings", effective.to_json())
+                effective = dataclasses.replace(self.effective, problems=effective.problems)
+            await self._take_settings(effective)
+            if any(path in session_files for path in change.files):
+                await self.sign_in_changed()
 
     async def _apply_live(self, changed: tuple[str, ...]) -> None:
         assert self.forwarding is not None and self.effective is not None
@@ -267,18 +346,6 @@ class Daemon:
             ranges = port_ranges(self.effective["HostNetworkingExcludedPorts"] or [])
             await self.forwarding.set_excluded(lambda port: is_excluded(port, ranges))
 
-    async def _recheck_gate(self) -> None:
-        """A session can expire with no file changing: look again now and then."""
-        while True:
-            await asyncio.sleep(GATE_RECHECK_INTERVAL)
-            signed_in = await asyncio.get_running_loop().run_in_executor(
-                None, self.store.is_signed_in
-            )
-            if signed_in != self.signed_in and self.effective is not None:
-                self.signed_in = signed_in
-                self.decision = self.effective.gate(signed_in=signed_in)
-                await self._apply()
-
     async def _publish_counters(self) -> None:
         """Counters move without a state change: send the port list when it differs, at most
         once per COUNTERS_INTERVAL, so clients never have to poll."""
@@ -291,14 +358,16 @@ class Daemon:
                 self.events.publish("ports", ports)
 
     async def _keep_session_fresh(self) -> None:
-        """Refresh the sign-in before it expires; a refused refresh signs out, which turns
-        HostNetworkingEnabled off, and the settings watcher then stops forwarding."""
+        """Refresh the sign-in before it expires; a refused refresh or an expired session
+        signs out, and the gate is decided again (the sign-in rule turns the setting off)."""
         from app.signin.manager import keep_session_fresh
 
         def changed(session: object, message: str) -> None:
             if message:
                 log.warning("sign-in: %s", message)
-            self.events.publish("session", {"signed_in": session is not None, "message": message})
+                payload = {"signed_in": session is not None, "message": message}
+                self.events.publish("session", payload)
+            self._spawn(self.sign_in_changed())
 
         await keep_session_fresh(self.paths, self.stopping, on_change=changed)
 
@@ -348,6 +417,17 @@ class Daemon:
             return ForwardingState.ERROR
         return ForwardingState.ON
 
+    def message(self) -> str:
+        """The decision's message, saying so when it waits for the VM (never "turn it on"
+        about a setting that is on)."""
+        decision = self.decision
+        waiting = (VmState.DOWN, VmState.STARTING, VmState.RESTARTING)
+        if isinstance(decision, Allow) and self.vm_state in waiting:
+            return "Host networking is on; the VM is starting, and forwarding begins when it is up."
+        if isinstance(decision, Allow) and self.vm_state == VmState.ERROR:
+            return f"Host networking is on, but the VM is not running: {self.vm_detail}"
+        return decision.message
+
     def status(self) -> dict[str, Any]:
         decision = self.decision
         reasons = []
@@ -368,7 +448,7 @@ class Daemon:
             "version": __version__,
             "pid": os.getpid(),
             "state": self.state_name(),
-            "message": decision.message,
+            "message": self.message(),
             "reasons": reasons,
             "signed_in": self.signed_in,
             "restart_pending": self.restart_pending,

@@ -18,7 +18,6 @@ from app.settings.parse import parse_value
 from app.settings.ports import is_excluded, port_ranges
 from app.settings.problems import Problem
 from app.settings.schema import SettingSpec, current_version, resolve_key, specs
-from app.settings.signin_check import SignInCheck, app_signin_check
 from app.settings.store import SettingsChange, SettingsStore
 from app.settings.user_store import UserSettings, read_user_settings
 from app.settings.watch import watch_settings
@@ -37,11 +36,9 @@ __all__ = [
     "SettingsError",
     "SettingsStore",
     "SettingsWriteError",
-    "SignInCheck",
     "SignInNeededError",
     "UnknownSettingError",
     "UserSettings",
-    "app_signin_check",
     "combine",
     "current_version",
     "is_excluded",

@@ -12,11 +12,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from app.policy.gate import Decision, GateSetting, Source, evaluate
 from app.settings.admin import AdminSettings
 from app.settings.problems import Problem
 from app.settings.schema import specs
 from app.settings.user_store import UserSettings
-from proxy.policy import Decision, GateSetting, Source, evaluate
 
 
 @dataclass(frozen=True)

@@ -21,6 +21,13 @@ class Problem:
         what = f"{self.key}: " if self.key else ""
         return f"{where}{what}{self.message} {self.fix}".strip()
 
+    @classmethod
+    def from_json(cls, data: dict[str, Any]) -> Problem:
+        file = data.get("file")
+        return cls(
+            data.get("key"), str(data["message"]), str(data["fix"]), Path(file) if file else None
+        )
+
     def to_json(self) -> dict[str, Any]:
         return {
             "key": self.key,

@@ -1,10 +1,11 @@
 """The settings store: read the effective settings, and change the user's file safely.
 
 Changes are checked before anything is written: known key, user-settable, right type, not
-locked by the administrator, and a signed-in account when HostNetworkingEnabled goes on.
-The write re-reads the file under an flock (so two writers do not lose each other's
-changes), keeps unknown keys, drops known keys whose values were bad (a copy of the bad
-file is kept beside it), and replaces the file atomically.
+locked by the administrator. (The sign-in rule is not the store's: every change goes through
+``app.settings_writer``, which asks ``app.policy.sign_in`` first.) The write re-reads the
+file under an flock (so two writers do not lose each other's changes), keeps unknown keys,
+drops known keys whose values were bad (a copy of the bad file is kept beside it), and
+replaces the file atomically.
 """
 
 from __future__ import annotations
@@ -12,7 +13,7 @@ from __future__ import annotations
 import fcntl
 import json
 import os
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -27,16 +28,16 @@ from app.settings.errors import (
     SettingLockedError,
     SettingsWriteError,
     SettingValueError,
-    SignInNeededError,
     UnknownSettingError,
 )
 from app.settings.jsonfile import dump_json
 from app.settings.migrate import file_version
 from app.settings.problems import Problem
 from app.settings.schema import current_version, resolve_key, specs
-from app.settings.signin_check import SignInCheck, app_signin_check
 from app.settings.user_store import UserSettings, read_user_settings
 from app.settings.validate import example_text, value_error
+
+ChangeGuard = Callable[[Mapping[str, Any]], None]
 
 
 @dataclass(frozen=True)
@@ -57,12 +58,10 @@ class SettingsStore:
         paths: Paths | None = None,
         *,
         admin_file: Path | None = None,
-        sign_in_check: SignInCheck | None = None,
     ) -> None:
         self.paths = paths if paths is not None else user_paths()
         self.user_file = self.paths.settings_file
         self.admin_file = admin_file if admin_file is not None else admin_settings_path()
-        self.sign_in_check: SignInCheck = sign_in_check or app_signin_check
 
     # reading
 
@@ -75,31 +74,26 @@ class SettingsStore:
     def load(self) -> EffectiveSettings:
         return combine(self.read_user(), self.read_admin())
 
-    def is_signed_in(self) -> bool:
-        return self.sign_in_check(self.paths)
-
     # changing
 
-    def set(self, key: str, value: Any) -> SettingsChange:
-        return self.update({key: value})
+    def set(self, key: str, value: Any, *, guard: ChangeGuard | None = None) -> SettingsChange:
+        return self.update({key: value}, guard=guard)
 
-    def update(self, changes: Mapping[str, Any]) -> SettingsChange:
-        """Check then write every change at once; nothing is written if any is refused."""
+    def update(
+        self, changes: Mapping[str, Any], *, guard: ChangeGuard | None = None
+    ) -> SettingsChange:
+        """Check then write every change at once; nothing is written if any is refused.
+
+        GUARD sees the checked changes (canonical keys) before anything is written and may
+        refuse them by raising a SettingsError."""
         admin = self.read_admin()
         before = combine(self.read_user(), admin)
         resolved: dict[str, Any] = {}
         for name, value in changes.items():
             key = self.check(name, value, admin=admin)
             resolved[key] = value
-        if resolved.get("HostNetworkingEnabled") is True and not self.is_signed_in():
-            raise SignInNeededError(
-                Problem(
-                    "HostNetworkingEnabled",
-                    "turning host networking on needs a signed-in account, and nobody is "
-                    "signed in.",
-                    "Sign in with `hostnet login` (or from the app), then try again.",
-                )
-            )
+        if guard is not None:
+            guard(resolved)
         # a value equal to the admin's lock is accepted but not written
         writes = {k: v for k, v in resolved.items() if admin.locked(k) is None}
 

@@ -41,14 +41,35 @@ async def watch_settings(
     """Yield a SettingsChange each time the settings in effect (or their problems) change.
 
     INITIAL is what the caller already holds (loaded now when None); changes are reported
-    relative to it, then to the last one yielded.
+    relative to it, then to the last one yielded. A change made after the caller loaded
+    INITIAL but before the watch began is reported first: once the watch holds the files'
+    signatures it reads them again, and counts every ALSO_WATCH file as changed (the caller
+    read those with INITIAL too), so nothing falls between the caller's reading and the watch.
     """
     loop = asyncio.get_running_loop()
     settings_files = (store.user_file, store.admin_file)
     extra = tuple(also_watch)
     signatures = {path: file_signature(path) for path in (*settings_files, *extra)}
     current = initial if initial is not None else await loop.run_in_executor(None, store.load)
+    moved: list[Path] = list(signatures) if initial is not None else []
     while True:
+        if moved:
+            extra_moved = tuple(path for path in moved if path in extra)
+            if any(path in settings_files for path in moved):
+                fresh = await loop.run_in_executor(None, store.load)
+            else:
+                fresh = current
+            changed = fresh.changed_keys(current)
+            problems_changed = fresh.problems != current.problems
+            if changed or problems_changed or extra_moved:
+                yield SettingsChange(
+                    effective=fresh,
+                    changed=changed,
+                    restart_required=fresh.restart_required_since(current),
+                    problems_changed=problems_changed,
+                    files=tuple(moved),
+                )
+            current = fresh
         await asyncio.sleep(interval)
         moved = []
         for path in signatures:
@@ -56,21 +77,3 @@ async def watch_settings(
             if signature != signatures[path]:
                 signatures[path] = signature
                 moved.append(path)
-        if not moved:
-            continue
-        extra_moved = tuple(path for path in moved if path in extra)
-        if any(path in settings_files for path in moved):
-            fresh = await loop.run_in_executor(None, store.load)
-        else:
-            fresh = current
-        changed = fresh.changed_keys(current)
-        problems_changed = fresh.problems != current.problems
-        if changed or problems_changed or extra_moved:
-            yield SettingsChange(
-                effective=fresh,
-                changed=changed,
-                restart_required=fresh.restart_required_since(current),
-                problems_changed=problems_changed,
-                files=tuple(moved),
-            )
-        current = fresh

@@ -11,6 +11,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from app.paths import Paths
+from app.settings.store import SettingsStore
 from app.signin.errors import ConfigurationError
 from app.signin.urls import DOCKER_HUB_REGISTRY
 
@@ -32,12 +33,6 @@ class SignInConfig:
 
 
 def _settings(paths: Paths) -> tuple[dict[str, Any], frozenset[str]]:
-    try:
-        from app.settings.store import SettingsStore
-    except ModuleNotFoundError as exc:
-        if exc.name and exc.name.startswith("app.settings"):
-            return dict(DEFAULTS), frozenset()
-        raise
     effective = SettingsStore(paths).load()
     values = {key: effective.get(key, default) for key, default in DEFAULTS.items()}
     locked = frozenset(key for key in DEFAULTS if key in effective and effective.locked(key))

@@ -2,7 +2,10 @@
 
 Each sign-in verifies the account with its provider, stores the secret (keyring, opted-in file,
 or this run's memory), then writes the non-secret session record. Signing out removes both,
-revokes the OIDC refresh token (best effort, bounded) and turns HostNetworkingEnabled off.
+revokes the OIDC refresh token (best effort, bounded). What signing in or out does to the
+settings is the sign-in rule's (``app.policy.sign_in``), applied by the settings writer: the
+caller tells it with ``app.settings_writer.SettingsWriter.sign_in_changed``, and a running
+daemon also sees the session record change.
 All network work is bounded by ``timeout``; async functions are cancelled by cancelling their
 task, and ``app.signin.cancel.run_blocking`` runs them from a worker thread with a cancel event.
 """
@@ -21,7 +24,6 @@ from app.paths import Paths
 from app.signin import http, oidc
 from app.signin.docker_registry import verify_docker_credentials
 from app.signin.errors import CredentialsRefused, NoKeyring, SignInError
-from app.signin.gate import turn_off_host_networking
 from app.signin.secrets import Secrets, find_keyring, no_keyring_message, open_secrets
 from app.signin.session import ProviderName, Session
 from app.signin.state import clear_session, stored_session, write_session
@@ -176,10 +178,11 @@ async def refresh_session(
 ) -> Session | None:
     """Renew the session if it is due (or ``force``); the session afterwards, None if ended.
 
-    The provider refusing (revoked token, changed password) ends the session: sign-out, gate
-    off, and CredentialsRefused is raised. A server that is down or slow raises
-    ServerUnavailable and leaves the session as it was. A session whose secrets were kept for
-    one run only cannot be renewed by another process: it is returned as is, to lapse.
+    The provider refusing (revoked token, changed password) ends the session (signed out
+    here; the caller applies the sign-in rule) and CredentialsRefused is raised. A server
+    that is down or slow raises ServerUnavailable and leaves the session as it was. A
+    session whose secrets were kept for one run only cannot be renewed by another process:
+    it is returned as is, to lapse.
     """
     session = stored_session(paths)
     if session is None:
@@ -237,7 +240,7 @@ def _backend_for(session: Session) -> KeyringBackend | None:
 
 
 def logout_local(paths: Paths) -> LogoutOutcome:
-    """Forget the session and its secrets on this machine and turn host networking off."""
+    """Forget the session and its secrets on this machine."""
     session = stored_session(paths)
     notes: list[str] = []
     stores = {session.store} if session is not None else set()
@@ -251,9 +254,6 @@ def logout_local(paths: Paths) -> LogoutOutcome:
         except SignInError as exc:
             notes.append(f"Could not remove the saved secrets: {exc}")
     clear_session(paths)
-    gate_note = turn_off_host_networking(paths)
-    if gate_note:
-        notes.append(gate_note)
     return LogoutOutcome(session, tuple(notes))
 
 

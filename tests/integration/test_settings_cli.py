@@ -151,9 +151,11 @@ def test_restart_note(hostnet_home: Path) -> None:
 
 
 @pytest.mark.parametrize("signed_in", [False, True])
-def test_in_process_with_injected_sign_in_check(hostnet_home: Path, signed_in: bool) -> None:
-    """The command's run() takes a store whose sign-in check is injected."""
-    store = SettingsStore(user_paths(), sign_in_check=lambda paths: signed_in)
+def test_in_process_with_a_given_store(hostnet_home: Path, signed_in: bool) -> None:
+    """The command's run() takes a store; the sign-in rule still reads the real session."""
+    if signed_in:
+        sign_in()
+    store = SettingsStore(user_paths())
     args: argparse.Namespace = build_parser().parse_args(
         ["settings", "set", "HostNetworkingEnabled", "true"]
     )

@@ -7,7 +7,7 @@ import itertools
 
 import pytest
 
-from proxy.policy import (
+from app.policy.gate import (
     ECI,
     ENABLED,
     SIGN_IN_REQUIRED,

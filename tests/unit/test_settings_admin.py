@@ -14,7 +14,7 @@ from app.settings import SettingLockedError, SettingsStore, read_admin_settings
 
 def store_for(tmp_path: Path, admin: Path) -> SettingsStore:
     paths = Paths(tmp_path / "c", tmp_path / "s", tmp_path / "r", tmp_path / "l")
-    return SettingsStore(paths, admin_file=admin, sign_in_check=lambda p: True)
+    return SettingsStore(paths, admin_file=admin)
 
 
 def write(path: Path, doc: object) -> Path:

@@ -42,7 +42,7 @@ documents = st.dictionaries(st.one_of(known_keys, st.text(max_size=12)), json_va
 
 def make_store(tmp_path: Path) -> SettingsStore:
     paths = Paths(tmp_path / "c", tmp_path / "s", tmp_path / "r", tmp_path / "l")
-    return SettingsStore(paths, admin_file=tmp_path / "admin.json", sign_in_check=lambda p: True)
+    return SettingsStore(paths, admin_file=tmp_path / "admin.json")
 
 
 def fresh_dir(tmp_path: Path, name: str) -> Path:

@@ -1,5 +1,5 @@
 """The settings store against real files: round trips, unknown keys, modes, bad values,
-admin locks, the sign-in check, and several writers at once."""
+admin locks and several writers at once. (The sign-in rule on writes: test_sign_in_rule.py.)"""
 
 from __future__ import annotations
 
@@ -7,44 +7,20 @@ import json
 import multiprocessing
 import os
 import stat
-import time
 from pathlib import Path
 
 import pytest
 
-from app.paths import Paths, admin_settings_path, user_paths
+from app.paths import admin_settings_path, user_paths
 from app.settings import (
     ReadOnlySettingError,
     SettingLockedError,
     SettingsStore,
     SettingValueError,
-    SignInNeededError,
     UnknownSettingError,
     current_version,
     specs,
 )
-from app.signin.session import Session
-from app.signin.state import clear_session, write_session
-
-
-class SignedIn:
-    """A real SignInCheck: signed in while a flag file exists (the check is injected)."""
-
-    def __init__(self, flag: Path) -> None:
-        self.flag = flag
-        self.calls = 0
-
-    def __call__(self, paths: Paths) -> bool:
-        self.calls += 1
-        return self.flag.exists()
-
-
-def make_store(home: Path, signed_in: bool = True) -> tuple[SettingsStore, SignedIn]:
-    flag = home / "signed-in-flag"
-    if signed_in:
-        flag.touch()
-    check = SignedIn(flag)
-    return SettingsStore(user_paths(), sign_in_check=check), check
 
 
 def write_admin(entries: dict[str, object], version: int = 2) -> Path:
@@ -54,7 +30,7 @@ def write_admin(entries: dict[str, object], version: int = 2) -> Path:
 
 
 def test_defaults_without_files(hostnet_home: Path) -> None:
-    store, _ = make_store(hostnet_home)
+    store = SettingsStore(user_paths())
     effective = store.load()
     assert effective.problems == ()
     for key, spec in specs().items():
@@ -64,7 +40,7 @@ def test_defaults_without_files(hostnet_home: Path) -> None:
 
 
 def test_round_trip_every_settable_key(hostnet_home: Path) -> None:
-    store, _ = make_store(hostnet_home)
+    store = SettingsStore(user_paths())
     values = {
         "HostNetworkingEnabled": True,
         "EnhancedContainerIsolation": True,
@@ -94,7 +70,7 @@ def test_round_trip_every_settable_key(hostnet_home: Path) -> None:
 
 
 def test_update_reports_changed_keys_and_restart(hostnet_home: Path) -> None:
-    store, _ = make_store(hostnet_home)
+    store = SettingsStore(user_paths())
     change = store.set("HostNetworkingExcludedPorts", [80])
     assert change.changed == ("HostNetworkingExcludedPorts",)
     assert change.restart_required is False
@@ -107,7 +83,7 @@ def test_update_reports_changed_keys_and_restart(hostnet_home: Path) -> None:
 
 
 def test_unknown_keys_are_kept(hostnet_home: Path) -> None:
-    store, _ = make_store(hostnet_home)
+    store = SettingsStore(user_paths())
     store.user_file.parent.mkdir(parents=True)
     original = {
         "SettingsVersion": current_version(),
@@ -122,14 +98,14 @@ def test_unknown_keys_are_kept(hostnet_home: Path) -> None:
 
 
 def test_new_file_is_0600(hostnet_home: Path) -> None:
-    store, _ = make_store(hostnet_home)
+    store = SettingsStore(user_paths())
     store.set("VmBackend", "qemu")
     assert stat.S_IMODE(store.user_file.stat().st_mode) == 0o600
 
 
 @pytest.mark.parametrize("mode", [0o600, 0o640, 0o400])
 def test_existing_mode_is_kept(hostnet_home: Path, mode: int) -> None:
-    store, _ = make_store(hostnet_home)
+    store = SettingsStore(user_paths())
     store.set("VmBackend", "qemu")
     os.chmod(store.user_file, mode)
     store.set("VmBackend", "attach")
@@ -138,7 +114,7 @@ def test_existing_mode_is_kept(hostnet_home: Path, mode: int) -> None:
 
 
 def test_no_temp_files_left_behind(hostnet_home: Path) -> None:
-    store, _ = make_store(hostnet_home)
+    store = SettingsStore(user_paths())
     for n in range(20):
         store.set("HostNetworkingUdpIdleTimeoutSeconds", n + 1)
     names = sorted(p.name for p in store.user_file.parent.iterdir())
@@ -146,7 +122,7 @@ def test_no_temp_files_left_behind(hostnet_home: Path) -> None:
 
 
 def test_bad_value_falls_back_keeps_the_rest_and_a_copy(hostnet_home: Path) -> None:
-    store, _ = make_store(hostnet_home)
+    store = SettingsStore(user_paths())
     store.user_file.parent.mkdir(parents=True)
     text = json.dumps(
         {
@@ -188,7 +164,7 @@ def test_bad_value_falls_back_keeps_the_rest_and_a_copy(hostnet_home: Path) -> N
 
 
 def test_invalid_json_uses_defaults_and_set_writes_a_fresh_file(hostnet_home: Path) -> None:
-    store, _ = make_store(hostnet_home)
+    store = SettingsStore(user_paths())
     store.user_file.parent.mkdir(parents=True)
     store.user_file.write_text('{"VmBackend": "qemu",,}')
     effective = store.load()
@@ -203,7 +179,7 @@ def test_invalid_json_uses_defaults_and_set_writes_a_fresh_file(hostnet_home: Pa
 
 
 def test_admin_only_key_in_user_file_is_ignored(hostnet_home: Path) -> None:
-    store, _ = make_store(hostnet_home)
+    store = SettingsStore(user_paths())
     store.user_file.parent.mkdir(parents=True)
     store.user_file.write_text('{"SignInRequired": false}')
     effective = store.load()
@@ -216,7 +192,7 @@ def test_admin_only_key_in_user_file_is_ignored(hostnet_home: Path) -> None:
 
 
 def test_camel_case_file_is_migrated(hostnet_home: Path) -> None:
-    store, _ = make_store(hostnet_home)
+    store = SettingsStore(user_paths())
     store.user_file.parent.mkdir(parents=True)
     store.user_file.write_text(
         json.dumps({"hostNetworkingEnabled": True, "useWindowsContainers": True, "other": 1})
@@ -236,7 +212,7 @@ def test_camel_case_file_is_migrated(hostnet_home: Path) -> None:
 
 
 def test_newer_file_version_is_kept(hostnet_home: Path) -> None:
-    store, _ = make_store(hostnet_home)
+    store = SettingsStore(user_paths())
     store.user_file.parent.mkdir(parents=True)
     store.user_file.write_text(json.dumps({"SettingsVersion": 99, "FutureKey": [1]}))
     effective = store.load()
@@ -248,7 +224,7 @@ def test_newer_file_version_is_kept(hostnet_home: Path) -> None:
 
 
 def test_bad_values_are_refused_before_writing(hostnet_home: Path) -> None:
-    store, _ = make_store(hostnet_home)
+    store = SettingsStore(user_paths())
     store.set("VmBackend", "qemu")
     before = store.user_file.read_bytes()
     for key, value in [
@@ -273,7 +249,7 @@ def test_bad_values_are_refused_before_writing(hostnet_home: Path) -> None:
 
 
 def test_admin_lock_wins_and_cannot_be_changed(hostnet_home: Path) -> None:
-    store, _ = make_store(hostnet_home)
+    store = SettingsStore(user_paths())
     store.set("UseWindowsContainers", False)
     admin = write_admin(
         {
@@ -307,36 +283,8 @@ def test_admin_lock_wins_and_cannot_be_changed(hostnet_home: Path) -> None:
     assert change.effective.source("VmBackend") == "admin-default"
 
 
-def test_sign_in_required_to_turn_on(hostnet_home: Path) -> None:
-    store, check = make_store(hostnet_home, signed_in=False)
-    with pytest.raises(SignInNeededError) as caught:
-        store.set("HostNetworkingEnabled", True)
-    assert "hostnet login" in caught.value.setting.fix
-    assert not store.user_file.exists()
-    store.set("HostNetworkingEnabled", False)  # turning off never asks
-    check.flag.touch()
-    assert store.set("HostNetworkingEnabled", True).effective["HostNetworkingEnabled"] is True
-    assert check.calls == 2
-
-
-def test_default_sign_in_check_is_app_signin_state(hostnet_home: Path) -> None:
-    """Without an injected check the store asks app.signin.state.is_signed_in."""
-    store = SettingsStore(user_paths())
-    with pytest.raises(SignInNeededError):
-        store.set("HostNetworkingEnabled", True)
-    now = time.time()
-    write_session(
-        store.paths,
-        Session("docker", "alice", "https://registry-1.docker.io", now, now + 600, now),
-    )
-    assert store.set("HostNetworkingEnabled", True).effective["HostNetworkingEnabled"] is True
-    clear_session(store.paths)
-    with pytest.raises(SignInNeededError):
-        store.set("HostNetworkingEnabled", True)
-
-
 def test_gate_from_effective_settings(hostnet_home: Path) -> None:
-    store, _ = make_store(hostnet_home)
+    store = SettingsStore(user_paths())
     assert store.load().gate(signed_in=True).state == "off"
     store.set("HostNetworkingEnabled", True)
     assert store.load().gate(signed_in=True).state == "allowed"
@@ -357,7 +305,7 @@ def _own_key_writer(home: str, key: str, template: str, count: int, barrier: obj
     """Write KEY COUNT times; before each write, check the previous one is still there (only
     this process writes KEY, so anything else is a lost update). Exit status 1 on a loss."""
     os.environ["HOSTNET_HOME"] = home
-    store = SettingsStore(user_paths(), sign_in_check=lambda paths: True)
+    store = SettingsStore(user_paths())
     barrier.wait()  # type: ignore[attr-defined]
     for n in range(count):
         if n and store.load()[key] != template.format(n - 1):

@@ -17,7 +17,7 @@ INTERVAL = 0.05
 
 def make_store(tmp_path: Path) -> SettingsStore:
     paths = Paths(tmp_path / "c", tmp_path / "s", tmp_path / "r", tmp_path / "l")
-    return SettingsStore(paths, admin_file=tmp_path / "admin.json", sign_in_check=lambda p: True)
+    return SettingsStore(paths, admin_file=tmp_path / "admin.json")
 
 
 async def next_change(changes: AsyncIterator[SettingsChange], timeout: float = 5) -> SettingsChange:

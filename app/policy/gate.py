@@ -10,7 +10,8 @@ from; the answer is one of three states:
 - ``Refuse``: do not run (or stop); every reason names the setting, where its value came
   from and how to fix it.
 
-Stdlib only: the daemon and the agent both use it, and it imports nothing from ``app``.
+Product policy, so it lives in ``app``: the daemon decides with it, and the GUI and the CLI
+show its reasons. Sign-in enters only through ``app.policy.sign_in``, the rule's one home.
 """
 
 from __future__ import annotations
@@ -19,41 +20,29 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Final, Literal
 
-Source = Literal["default", "user", "admin-default", "admin-locked"]
-SOURCES: Final[tuple[Source, ...]] = ("default", "user", "admin-default", "admin-locked")
+from app.policy.reasons import ADMIN_FILE, SOURCES, GateSetting, Reason, Source
+from app.policy.sign_in import ENABLED, SIGN_IN_REQUIRED, sign_in_reason
 
-ENABLED: Final = "HostNetworkingEnabled"
+__all__ = [
+    "ADMIN_FILE",
+    "ECI",
+    "ENABLED",
+    "SIGN_IN_REQUIRED",
+    "SOURCES",
+    "WINDOWS_CONTAINERS",
+    "Allow",
+    "Decision",
+    "GateSetting",
+    "Off",
+    "Reason",
+    "Refuse",
+    "Source",
+    "blockers",
+    "evaluate",
+]
+
 ECI: Final = "EnhancedContainerIsolation"
 WINDOWS_CONTAINERS: Final = "UseWindowsContainers"
-SIGN_IN_REQUIRED: Final = "SignInRequired"
-ADMIN_FILE: Final = "admin-settings.json"
-
-
-@dataclass(frozen=True)
-class GateSetting:
-    """One setting as the gate sees it."""
-
-    value: object
-    source: Source = "default"
-    location: str | None = None  # the file it came from; None for a built-in default
-
-
-@dataclass(frozen=True)
-class Reason:
-    """Why host networking is refused, and what to do about it."""
-
-    setting: str
-    source: Source | None
-    location: str | None
-    problem: str
-    fix: str
-
-    @property
-    def message(self) -> str:
-        return f"{self.problem} {self.fix}"
-
-    def __str__(self) -> str:
-        return self.message
 
 
 @dataclass(frozen=True)
@@ -157,19 +146,9 @@ def blockers(
                 _turn_off_fix(WINDOWS_CONTAINERS, windows, "switch to Linux containers"),
             )
         )
-    sign_in = _setting(settings, SIGN_IN_REQUIRED)
-    if sign_in.value is True and not signed_in:
-        reasons.append(
-            Reason(
-                SIGN_IN_REQUIRED,
-                sign_in.source,
-                sign_in.location,
-                f"Your administrator requires sign-in for host networking "
-                f"({SIGN_IN_REQUIRED} in {sign_in.location or ADMIN_FILE}), and nobody is "
-                "signed in.",
-                "Sign in with `hostnet login` (or from the app), then try again.",
-            )
-        )
+    sign_in = sign_in_reason(_setting(settings, SIGN_IN_REQUIRED), signed_in=signed_in)
+    if sign_in is not None:
+        reasons.append(sign_in)
     for problem in admin_problems:
         where = admin_location or ADMIN_FILE
         reasons.append(
