@@ -311,7 +311,8 @@ class Daemon:
             self._session_expiry = None
         if session is not None:
             self._session_expiry = asyncio.get_running_loop().call_later(
-                max(session.seconds_left(), 0.0) + 0.05, self._spawn, self.sign_in_changed()
+                max(session.seconds_left(), 0.0) + 0.05,
+                lambda: self._spawn(self.sign_in_changed()),
             )
 
     def _spawn(self, work: Coroutine[Any, Any, Any]) -> None:
