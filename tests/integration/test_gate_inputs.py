@@ -239,19 +239,25 @@ def test_a_change_is_applied_once(forwarding_daemon: RunningDaemon) -> None:
 
 def test_cli_changes_reach_the_daemon_before_the_command_returns(
     forwarding_daemon: RunningDaemon,
+    capsys: pytest.CaptureFixture[str],
+    monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     """`hostnet settings set` and `reset` go through the daemon: status is right at once."""
     daemon = forwarding_daemon
-    result = daemon.cli("settings", "set", "EnhancedContainerIsolation", "true")
+    for key, value in daemon.env.items():
+        monkeypatch.setenv(key, value)
+    result = cli(capsys, "settings", "set", "EnhancedContainerIsolation", "true")
     assert result.returncode == 0, result.stderr
     status = daemon.client.get("/v1/status")
     assert status["state"] == "refused"
     assert [r["setting"] for r in status["reasons"]] == ["EnhancedContainerIsolation"]
-    result = daemon.cli("settings", "reset", "EnhancedContainerIsolation")
+    result = cli(capsys, "settings", "reset", "EnhancedContainerIsolation")
     assert result.returncode == 0, result.stderr
     assert result.stdout == "EnhancedContainerIsolation = false (default)\n"
     assert daemon.client.get("/v1/status")["state"] == "on"
-    refused = daemon.cli("settings", "set", "SettingsVersion", "3")
+    refused = cli(capsys, "settings", "set", "SettingsVersion", "3")
     assert refused.returncode == 2 and "hostnet manages this key itself" in refused.stderr
-    unknown = daemon.cli("settings", "set", "HostNetworkingEnabld", "true")
+    unknown = cli(capsys, "settings", "set", "HostNetworkingEnabld", "true")
     assert unknown.returncode == 2 and "Did you mean HostNetworkingEnabled" in unknown.stderr
+    signed_out = cli(capsys, "settings", "set", "HostNetworkingEnabled", "true")
+    assert signed_out.returncode == 4 and "hostnet login" in signed_out.stderr
