@@ -116,8 +116,9 @@ def test_sign_in_required_by_admin(signed_in: bool, required: bool) -> None:
 
 
 def test_not_signed_in_without_sign_in_required_is_allowed() -> None:
-    """HostNetworkingEnabled needs sign-in to be turned on (the store checks that); the gate
-    itself refuses for sign-in only when the administrator requires it."""
+    """HostNetworkingEnabled needs sign-in to be turned on (app.policy.sign_in, asked by the
+    settings writer); the gate itself refuses for sign-in only when the administrator
+    requires it."""
     assert isinstance(evaluate({ENABLED: GateSetting(True)}, signed_in=False), Allow)
 
 
