@@ -90,7 +90,7 @@ async def _main(daemon: Daemon) -> int:
     try:
         await daemon.start()
         print(
-            f"hostnet daemon: {decision.message} Control API on {daemon.paths.control_socket}",
+            f"hostnet daemon: {daemon.message()} Control API on {daemon.paths.control_socket}",
             flush=True,
         )
         await daemon.stopping.wait()

@@ -9,61 +9,26 @@ sequence while the person signs in and turns host networking on.
 from __future__ import annotations
 
 import contextlib
-import io
 import os
 import signal
 import socket
 import subprocess
-import sys
 import threading
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
-from unittest import mock
 
 import pytest
 
-from app.cli import main
 from app.control_client import ControlClient
 from tests.integration.daemon_fixture import HOSTNET, RunningDaemon, start_daemon
+from tests.integration.gate_helpers import TURN_IT_ON, answers, cli, login
 from tests.integration.vm_helpers import free_port, start_server, tcp_open, wait_for
-from tests.signin_peers.fixtures import DOCKER_PASSWORD, DOCKER_USER, Registry
+from tests.signin_peers.fixtures import Registry
 
 pytestmark = pytest.mark.skipif(os.geteuid() != 0, reason="named network namespaces need root")
-
-TURN_IT_ON = "Turn it on"
-
-
-def cli(capsys: pytest.CaptureFixture[str], *args: str, stdin: str = "") -> Ran:
-    """The CLI's own main() in this process (a new interpreter takes seconds on a busy
-    machine, and the held boot must stay inside the agent's start timeout)."""
-    capsys.readouterr()
-    with mock.patch.object(sys, "stdin", io.StringIO(stdin)):
-        code = main(list(args))
-    out, err = capsys.readouterr()
-    return Ran(code, out, err)
-
-
-@dataclass(frozen=True)
-class Ran:
-    returncode: int
-    stdout: str
-    stderr: str
-
-
-def login(capsys: pytest.CaptureFixture[str], registry: Registry) -> Ran:
-    return cli(
-        capsys,
-        "login",
-        "--registry",
-        registry.url,
-        "-u",
-        DOCKER_USER,
-        "--password-stdin",
-        stdin=DOCKER_PASSWORD + "\n",
-    )
 
 
 def agent_pid(home: Path) -> int | None:
@@ -77,14 +42,6 @@ def agent_pid(home: Path) -> int | None:
             if b"vm.agent" in cmdline and marker in cmdline:
                 return int(entry.name)
     return None
-
-
-def answers(client: ControlClient) -> bool:
-    try:
-        client.get("/v1/status")
-    except OSError:
-        return False
-    return True
 
 
 @contextlib.contextmanager
