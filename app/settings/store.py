@@ -76,8 +76,8 @@ class SettingsStore:
 
     # changing
 
-    def set(self, key: str, value: Any, *, guard: ChangeGuard | None = None) -> SettingsChange:
-        return self.update({key: value}, guard=guard)
+    def set(self, key: str, value: Any) -> SettingsChange:
+        return self.update({key: value})
 
     def update(
         self, changes: Mapping[str, Any], *, guard: ChangeGuard | None = None
