@@ -99,9 +99,8 @@ def _no_answer(exc: OSError) -> SettingsWriteError:
     return SettingsWriteError(
         Problem(
             None,
-            f"the hostnet daemon did not answer ({exc}), so nothing was changed.",
-            "Check it with `hostnet status`, or stop it with `hostnet daemon --stop`, then "
-            "try again.",
+            f"the hostnet daemon did not answer ({exc}); the change may not have been made.",
+            "See `hostnet status` and `hostnet settings list`, then try again if needed.",
         )
     )
 

@@ -172,7 +172,13 @@ class Daemon:
         """Decide again from the gate's inputs as they are now, and apply the decision."""
         assert self.effective is not None
         self.decision = self.effective.gate(signed_in=self.signed_in)
-        await self._apply()
+        if self._apply_lock.locked():
+            # A restart holds the lock while a new VM boots: the decision (and the status)
+            # stand now, and it is applied when the restart is done, without holding up the
+            # caller (an API answer) for a whole boot.
+            self._spawn(self._apply())
+        else:
+            await self._apply()
 
     async def _apply(self) -> None:
         async with self._apply_lock:
