@@ -34,6 +34,7 @@ from app.settings import (
     port_ranges,
     watch_settings,
 )
+from app.settings.watch import Signature, file_signature
 from app.settings_writer import apply_sign_out, checked_update
 from app.signin.session import Session
 from app.signin.state import current_session, record_paths
@@ -49,6 +50,7 @@ from vm.transport.namespace_sockets import NamespaceSockets
 log = logging.getLogger(__name__)
 
 AGENT_CHECK_INTERVAL = 0.2
+SIGN_IN_CHECK_INTERVAL = 0.5  # how often the session record's identity is compared
 COUNTERS_INTERVAL = 1.0
 
 
@@ -82,6 +84,8 @@ class Daemon:
         self.port_owners = PortOwners()
         self._side_tasks: set[asyncio.Task[Any]] = set()
         self._session_expiry: asyncio.TimerHandle | None = None
+        self._sign_out_note = ""  # what the last sign-out did to the settings
+        self._sign_in_read_from: SessionFiles = ()  # the session records self.signed_in is from
 
     # -- start and stop -------------------------------------------------------------------
 
@@ -116,7 +120,9 @@ class Daemon:
     async def load(self) -> Decision:
         loop = asyncio.get_running_loop()
         self.effective = await loop.run_in_executor(None, self.store.load)
-        session = await loop.run_in_executor(None, current_session, self.paths)
+        self._sign_in_read_from, session = await loop.run_in_executor(
+            None, read_sign_in, self.paths
+        )
         self.signed_in = session is not None
         self._watch_session_expiry(session)
         self.decision = self.effective.gate(signed_in=self.signed_in)
@@ -130,6 +136,7 @@ class Daemon:
         loop = asyncio.get_running_loop()
         self._tasks = [
             loop.create_task(self._follow_settings()),
+            loop.create_task(self._follow_sign_in()),
             loop.create_task(self._keep_session_fresh()),
             loop.create_task(self._publish_counters()),
         ]
@@ -295,12 +302,19 @@ class Daemon:
         """Read the sign-in again and decide again. A sign-out (SIGNED_OUT, or a session seen
         to end) gets the sign-in rule's effect on the settings; a note for the person, or ''."""
         loop = asyncio.get_running_loop()
-        session = await loop.run_in_executor(None, current_session, self.paths)
+        self._sign_in_read_from, session = await loop.run_in_executor(
+            None, read_sign_in, self.paths
+        )
         was, self.signed_in = self.signed_in, session is not None
         self._watch_session_expiry(session)
         change, note = None, ""
-        if not self.signed_in and (signed_out or was):
+        if self.signed_in:
+            self._sign_out_note = ""
+        elif signed_out or was:
             change, note = await loop.run_in_executor(None, apply_sign_out, self.store)
+            # The watcher may see the session record go before the person's `hostnet logout`
+            # tells us: what the sign-out did is then still theirs to read.
+            self._sign_out_note = note = note or self._sign_out_note
         if self.signed_in != was:
             self.events.publish("session", {"signed_in": self.signed_in, "message": note})
         if change is not None:
@@ -327,16 +341,22 @@ class Daemon:
         task.add_done_callback(self._side_tasks.discard)
 
     async def _follow_settings(self) -> None:
-        session_files = record_paths(self.paths)
-        changes = watch_settings(self.store, initial=self.effective, also_watch=session_files)
-        async for change in changes:
+        async for change in watch_settings(self.store, initial=self.effective):
             effective = change.effective
             if self.effective is not None and unreadable_user_file(effective):
                 # A file cut off mid-write (an editor, a full disk) must not turn forwarding
                 # off: keep the values in effect and show the problem until it is repaired.
                 effective = dataclasses.replace(self.effective, problems=effective.problems)
             await self._take_settings(effective)
-            if any(path in session_files for path in change.files):
+
+    async def _follow_sign_in(self) -> None:
+        """A sign-in or sign-out by another program (the app) that did not tell us: the
+        session records are compared with the ones the daemon's view was read from (not with
+        the last look), so even a sign-in and sign-out within one interval is seen."""
+        while True:
+            await asyncio.sleep(SIGN_IN_CHECK_INTERVAL)
+            now = await asyncio.get_running_loop().run_in_executor(None, session_files, self.paths)
+            if now != self._sign_in_read_from:
                 await self.sign_in_changed()
 
     async def _apply_live(self, changed: tuple[str, ...]) -> None:
@@ -487,6 +507,19 @@ class Daemon:
                 }
             )
         return self.port_owners.annotate(entries, self.backend, self.engine.docker_host())
+
+
+SessionFiles = tuple[Signature, ...]
+
+
+def session_files(paths: Paths) -> SessionFiles:
+    """The identity of each session record (None where there is none)."""
+    return tuple(file_signature(path) for path in record_paths(paths))
+
+
+def read_sign_in(paths: Paths) -> tuple[SessionFiles, Session | None]:
+    """The session records' identity, then the session read from them."""
+    return session_files(paths), current_session(paths)
 
 
 def unreadable_user_file(effective: EffectiveSettings) -> bool:

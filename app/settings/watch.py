@@ -3,16 +3,14 @@
 Polls each file's identity (inode, size, mtime, ctime) every ``interval`` seconds: cheap,
 stdlib only, and it sees both atomic renames and in-place edits. When something changed it
 reloads and yields a SettingsChange, but only if the effective settings or the problems
-actually differ (a touch with no change yields nothing). ``also_watch`` adds files whose
-changes matter to the caller (e.g. the sign-in session record); a change to one of them
-yields a SettingsChange with ``files`` naming it even when no setting changed.
+actually differ (a touch with no change yields nothing).
 """
 
 from __future__ import annotations
 
 import asyncio
 import os
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator
 from pathlib import Path
 
 from app.settings.effective import EffectiveSettings
@@ -36,32 +34,26 @@ async def watch_settings(
     *,
     interval: float = DEFAULT_INTERVAL,
     initial: EffectiveSettings | None = None,
-    also_watch: Sequence[Path] = (),
 ) -> AsyncIterator[SettingsChange]:
     """Yield a SettingsChange each time the settings in effect (or their problems) change.
 
     INITIAL is what the caller already holds (loaded now when None); changes are reported
     relative to it, then to the last one yielded. A change made after the caller loaded
     INITIAL but before the watch began is reported first: once the watch holds the files'
-    signatures it reads them again, and counts every ALSO_WATCH file as changed (the caller
-    read those with INITIAL too), so nothing falls between the caller's reading and the watch.
+    signatures it reads them again, so nothing falls between the caller's reading and the
+    watch.
     """
     loop = asyncio.get_running_loop()
-    settings_files = (store.user_file, store.admin_file)
-    extra = tuple(also_watch)
-    signatures = {path: file_signature(path) for path in (*settings_files, *extra)}
+    files = (store.user_file, store.admin_file)
+    signatures = {path: file_signature(path) for path in files}
     current = initial if initial is not None else await loop.run_in_executor(None, store.load)
-    moved: list[Path] = list(signatures) if initial is not None else []
+    moved: list[Path] = list(files) if initial is not None else []
     while True:
         if moved:
-            extra_moved = tuple(path for path in moved if path in extra)
-            if any(path in settings_files for path in moved):
-                fresh = await loop.run_in_executor(None, store.load)
-            else:
-                fresh = current
+            fresh = await loop.run_in_executor(None, store.load)
             changed = fresh.changed_keys(current)
             problems_changed = fresh.problems != current.problems
-            if changed or problems_changed or extra_moved:
+            if changed or problems_changed:
                 yield SettingsChange(
                     effective=fresh,
                     changed=changed,
@@ -71,9 +63,6 @@ async def watch_settings(
                 )
             current = fresh
         await asyncio.sleep(interval)
-        moved = []
-        for path in signatures:
-            signature = file_signature(path)
-            if signature != signatures[path]:
-                signatures[path] = signature
-                moved.append(path)
+        now = {path: file_signature(path) for path in files}
+        moved = [path for path in files if now[path] != signatures[path]]
+        signatures = now

@@ -23,6 +23,8 @@ from typing import Any
 import pytest
 
 from app.control_client import ControlClient
+from app.paths import user_paths
+from app.signin.state import clear_session
 from tests.integration.daemon_fixture import HOSTNET, RunningDaemon, start_daemon
 from tests.integration.gate_helpers import TURN_IT_ON, answers, cli, login
 from tests.integration.vm_helpers import free_port, start_server, tcp_open, wait_for
@@ -116,6 +118,16 @@ def test_enabling_while_the_vm_boots_is_applied_and_told_at_once(
         status = status_lines(client)  # at once: the daemon applied the sign-out
         assert status["state"] == "off" and status["signed_in"] is False
         assert cli(capsys, "settings", "get", "HostNetworkingEnabled").stdout == "false\n"
+        # Signed out by another program (the app): the daemon sees the session record go,
+        # and a `hostnet logout` told late still hears what the sign-out did.
+        assert login(capsys, basic_registry).returncode == 0
+        assert cli(capsys, "settings", "set", "HostNetworkingEnabled", "true").returncode == 0
+        assert status_lines(client)["state"] == "on"
+        clear_session(user_paths())
+        wait_for(lambda: status_lines(client)["state"] == "off", 5, "the watcher to see it")
+        assert status_lines(client)["signed_in"] is False
+        told = client.call("POST", "/v1/session", {"signed_out": True})
+        assert told == {"signed_in": False, "note": "Host networking is now off."}
     finally:
         daemon.stop()
 

@@ -81,16 +81,3 @@ async def test_touch_without_change_yields_nothing_and_bad_edit_yields_problems(
     assert change.changed == ("OidcClientId",)  # back to its default while the file is bad
     assert change.effective["OidcClientId"] == ""
     await changes.aclose()
-
-
-async def test_also_watch_reports_other_files(tmp_path: Path) -> None:
-    store = make_store(tmp_path)
-    session = tmp_path / "session.json"
-    changes = watch_settings(store, interval=INTERVAL, also_watch=[session])
-    pending = asyncio.ensure_future(next_change(changes))
-    await asyncio.sleep(INTERVAL * 3)
-    session.write_text("{}")
-    change = await pending
-    assert change.files == (session,)
-    assert change.changed == ()
-    await changes.aclose()
