@@ -1,9 +1,11 @@
 """The daemon decides again whenever an input of the gate changes: a setting, the sign-in, the
-VM's state. A real daemon on a real namespace VM, the real CLI, a real registry and keyring.
+VM's state. A real daemon on a real namespace VM, the CLI's own main(), a real registry and
+keyring.
 
-A QEMU boot takes tens of seconds; here the namespace VM's boot is held as long by stopping
-its agent (SIGSTOP) before it is ready, so the daemon sits in the same place of its startup
-sequence while the person signs in and turns host networking on.
+A QEMU boot takes tens of seconds; here the namespace VM's boot is held for a few seconds
+(within the agent's start timeout) by stopping its agent (SIGSTOP) before it is ready, so the
+daemon sits in the same place of its startup sequence while the person signs in and turns
+host networking on. test_qemu_gate_boot.py takes the same steps on a real QEMU VM.
 """
 
 from __future__ import annotations
@@ -72,7 +74,7 @@ def daemon_with_held_boot(home: Path) -> Iterator[tuple[subprocess.Popen[str], C
                 os.kill(held, signal.SIGCONT)
 
 
-def status_lines(client: ControlClient) -> dict[str, Any]:
+def status_now(client: ControlClient) -> dict[str, Any]:
     return dict(client.get("/v1/status"))
 
 
@@ -89,10 +91,10 @@ def test_enabling_while_the_vm_boots_is_applied_and_told_at_once(
         try:
             signed_in = login(capsys, basic_registry)
             assert signed_in.returncode == 0, signed_in.stderr
-            assert status_lines(client)["signed_in"] is True  # at once, no poll
+            assert status_now(client)["signed_in"] is True  # at once, no poll
             turned_on = cli(capsys, "settings", "set", "HostNetworkingEnabled", "true")
             assert turned_on.returncode == 0, turned_on.stderr
-            status = status_lines(client)
+            status = status_now(client)
             assert TURN_IT_ON not in status["message"]
             assert "the VM is starting" in status["message"]
             shown = cli(capsys, "status")
@@ -103,8 +105,8 @@ def test_enabling_while_the_vm_boots_is_applied_and_told_at_once(
             raise
     daemon = RunningDaemon(hostnet_home, proc, dict(os.environ))
     try:
-        wait_for(lambda: status_lines(client)["agent"]["state"] == "connected", 20, "forwarding on")
-        assert status_lines(client)["state"] == "on"
+        wait_for(lambda: status_now(client)["agent"]["state"] == "connected", 20, "forwarding on")
+        assert status_now(client)["state"] == "on"
         port = free_port()
         server = start_server(daemon.vm_prefix, "tcp", "0.0.0.0", port)
         try:
@@ -115,17 +117,17 @@ def test_enabling_while_the_vm_boots_is_applied_and_told_at_once(
         signed_out = cli(capsys, "logout")
         assert signed_out.returncode == 0, signed_out.stderr
         assert "Host networking is now off." in signed_out.stderr
-        status = status_lines(client)  # at once: the daemon applied the sign-out
+        status = status_now(client)  # at once: the daemon applied the sign-out
         assert status["state"] == "off" and status["signed_in"] is False
         assert cli(capsys, "settings", "get", "HostNetworkingEnabled").stdout == "false\n"
         # Signed out by another program (the app): the daemon sees the session record go,
         # and a `hostnet logout` told late still hears what the sign-out did.
         assert login(capsys, basic_registry).returncode == 0
         assert cli(capsys, "settings", "set", "HostNetworkingEnabled", "true").returncode == 0
-        assert status_lines(client)["state"] == "on"
+        assert status_now(client)["state"] == "on"
         clear_session(user_paths())
-        wait_for(lambda: status_lines(client)["state"] == "off", 5, "the watcher to see it")
-        assert status_lines(client)["signed_in"] is False
+        wait_for(lambda: status_now(client)["state"] == "off", 5, "the watcher to see it")
+        assert status_now(client)["signed_in"] is False
         told = client.call("POST", "/v1/session", {"signed_out": True})
         assert told == {"signed_in": False, "note": "Host networking is now off."}
     finally:
