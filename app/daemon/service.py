@@ -295,7 +295,8 @@ class Daemon:
         if self.forwarding is not None:
             await self._apply_live(changed)
         await self._decide()
-        await self._apply_engine()
+        if "ContainerEngineEnabled" in changed:
+            await self._apply_engine()
         self.events.publish("settings", effective.to_json())
 
     async def sign_in_changed(self, *, signed_out: bool = False) -> str:
@@ -321,7 +322,8 @@ class Daemon:
             await self._take_settings(change.effective)  # decides again, with the sign-in
         elif self.signed_in != was:
             await self._decide()
-        await self._apply_engine()  # the engine's registry credentials follow the sign-in
+        if self.signed_in:
+            await self._apply_engine()  # the engine's registry credentials follow the sign-in
         return note
 
     def _watch_session_expiry(self, session: Session | None) -> None:
