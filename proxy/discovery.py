@@ -33,23 +33,26 @@ KINDS: Final[tuple[_Kind, ...]] = (
 _UNSUPPORTED: Final = (errno.ENOENT, errno.EOPNOTSUPP, errno.EINVAL, errno.EPROTONOSUPPORT)
 
 
-def _converter(proto: Proto) -> CachedDecoder[Listener]:
-    def convert(sock: InetSocket) -> Listener | None:
-        if proto == "tcp":
-            if sock.state != TCP_LISTEN:
-                return None
-        elif sock.state != TCP_CLOSE or sock.dport != 0 or sock.sport == 0:
-            return None  # connected (has a peer) or not bound to a port
-        return Listener(
-            proto=proto,
-            host=sock.src,
-            port=sock.sport,
-            inode=sock.inode,
-            dual_stack=sock.family == socket.AF_INET6 and sock.src == "::" and not sock.v6only,
-            interface=sock.interface,
-        )
+def listener_of(proto: Proto, sock: InetSocket) -> Listener | None:
+    """The listener ``sock`` is, or None (a TCP socket not in LISTEN, a connected or unbound
+    UDP socket)."""
+    if proto == "tcp":
+        if sock.state != TCP_LISTEN:
+            return None
+    elif sock.state != TCP_CLOSE or sock.dport != 0 or sock.sport == 0:
+        return None  # connected (has a peer) or not bound to a port
+    return Listener(
+        proto=proto,
+        host=sock.src,
+        port=sock.sport,
+        inode=sock.inode,
+        dual_stack=sock.family == socket.AF_INET6 and sock.src == "::" and not sock.v6only,
+        interface=sock.interface,
+    )
 
-    return CachedDecoder(convert)
+
+def _converter(proto: Proto) -> CachedDecoder[Listener]:
+    return CachedDecoder(lambda sock: listener_of(proto, sock))
 
 
 class ListenerScanner:

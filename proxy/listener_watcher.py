@@ -157,6 +157,22 @@ class ListenerWatcher:
         if self._wake_fd >= 0:
             os.eventfd_write(self._wake_fd, 1)
 
+    def adopt(self, found: frozenset[Listener]) -> None:
+        """Listeners a targeted check just found: reported now, before the next scan.
+
+        That scan confirms them, or reports them removed as usual if they are gone by then.
+        Call on the event loop.
+        """
+        added = without(found, self._exclude()) - self._current
+        if not added:
+            return
+        self._current |= added
+        self.poke()
+        try:
+            self._on_change(added, frozenset())
+        except Exception:
+            log.exception("listener change callback failed")
+
     # --- worker thread ---------------------------------------------------------------------
 
     def _timed_scan(self) -> frozenset[Listener]:

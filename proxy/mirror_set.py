@@ -26,6 +26,8 @@ from proxy.udp_forwarder import UdpForwarder
 log = logging.getLogger(__name__)
 
 RETRY_INTERVAL = 1.0
+DRAIN_CHECK_INTERVAL = 1.0
+"""Seconds between checks whether a draining UDP mirror's flows have all gone idle."""
 CLOSED_GRACE = 2.0
 """Seconds a closed mirror's inode stays excluded from discovery (longer than any scan)."""
 LOOPBACK_BINDS = ("127.0.0.1", "::1")
@@ -113,6 +115,11 @@ class MirrorSet:
         self._retry: asyncio.TimerHandle | None = None
         self._retry_tasks: set[asyncio.Task[None]] = set()
         self._recently_closed: dict[int, float] = {}
+        # UDP mirrors whose listener went away while flows still ran through them: a UDP
+        # server often connect()s its socket to its first client (iperf3 does), and then no
+        # longer listens. They serve those flows until all are idle, then stop.
+        self._draining: dict[MirrorKey, UdpForwarder] = {}
+        self._drain_check: asyncio.TimerHandle | None = None
         self._lock = asyncio.Lock()
         self._closed = False
 
@@ -124,12 +131,12 @@ class MirrorSet:
         listener (the other side would mirror our own mirror back).
         """
         inodes = set()
-        for mirror in self.mirrors.values():
-            if mirror.engine is not None:
-                try:
-                    inodes.add(mirror.engine.socket_inode)
-                except (OSError, AssertionError):
-                    pass
+        engines = [m.engine for m in self.mirrors.values() if m.engine is not None]
+        for engine in [*engines, *self._draining.values()]:
+            try:
+                inodes.add(engine.socket_inode)
+            except (OSError, AssertionError):
+                pass
         if self._recently_closed:
             now = time.monotonic()
             for inode, until in list(self._recently_closed.items()):
@@ -196,6 +203,11 @@ class MirrorSet:
                 mirror, MirrorPhase.SHADOWED, f"a local program already listens on port {key.port}"
             )
             return
+        draining = self._draining.pop(key, None)
+        if draining is not None:  # listening again: the draining mirror carries on
+            mirror.engine = draining
+            self._set(mirror, MirrorPhase.ACTIVE, "")
+            return
         engine = self.make_engine(key.proto, Endpoint(key.bind, key.port), mirror.remote_host)
         try:
             await engine.start()
@@ -226,6 +238,11 @@ class MirrorSet:
 
     async def _remove(self, key: MirrorKey) -> None:
         mirror = self.mirrors.pop(key)
+        engine = mirror.engine
+        if isinstance(engine, UdpForwarder) and engine.flow_count and not self._closed:
+            mirror.engine = None
+            self._draining[key] = engine
+            self._schedule_drain_check()
         await self.stop_engine(mirror)
         mirror.state, mirror.reason = MirrorPhase.REMOVED, ""
         self.on_change(mirror)
@@ -244,6 +261,29 @@ class MirrorSet:
 
             self._retry = loop.call_later(self.retry_interval, retry)
 
+    def _schedule_drain_check(self) -> None:
+        if self._drain_check is None:
+            loop = asyncio.get_running_loop()
+            self._drain_check = loop.call_later(DRAIN_CHECK_INTERVAL, self._check_draining)
+
+    def _check_draining(self) -> None:
+        self._drain_check = None
+        for key, engine in list(self._draining.items()):
+            if not engine.flow_count:
+                del self._draining[key]
+                self._stop_later(engine)
+        if self._draining:
+            self._schedule_drain_check()
+
+    def _stop_later(self, engine: UdpForwarder) -> None:
+        try:
+            self._recently_closed[engine.socket_inode] = time.monotonic() + CLOSED_GRACE
+        except (OSError, AssertionError):
+            pass
+        task = asyncio.get_running_loop().create_task(engine.stop())
+        self._retry_tasks.add(task)
+        task.add_done_callback(self._retry_tasks.discard)
+
     async def stop_all(self) -> None:
         """Stop every mirror (connections in flight are reset); nothing is retried."""
         async with self._lock:
@@ -253,6 +293,12 @@ class MirrorSet:
                 self._retry = None
             for key in list(self.mirrors):
                 await self._remove(key)
+            if self._drain_check is not None:
+                self._drain_check.cancel()
+                self._drain_check = None
+            draining, self._draining = list(self._draining.values()), {}
+            for engine in draining:
+                await engine.stop()
 
     async def close(self) -> None:
         self._remote = {}

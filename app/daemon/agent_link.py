@@ -136,11 +136,16 @@ class AgentLink:
             with contextlib.suppress(ProtocolError, OSError):
                 await wire.send(failure)
 
-    async def request(self, method: str, params: dict[str, JsonValue] | None = None) -> Response:
+    async def request(
+        self,
+        method: str,
+        params: dict[str, JsonValue] | None = None,
+        timeout: float = REQUEST_TIMEOUT,
+    ) -> Response:
         wire = self.wire
         if wire is None:
             raise ConnectionError("the agent is not connected")
-        response, handed = await self.requests.call(wire, method, params or {})
+        response, handed = await self.requests.call(wire, method, params or {}, timeout)
         if handed is not None:
             handed.close()
         return response

@@ -15,6 +15,9 @@ from typing import Any
 
 from app.daemon.agent_link import AgentLink
 from proxy.counters import ForwardCounters
+from proxy.errors import HostnetError
+from proxy.hold.port_check import PortCheck, port_check_in
+from proxy.hold.probe import HOLD_STATUS, PROBE, PROBE_TIMEOUT, parse_answer, probe_params
 from proxy.listeners import Listener, Proto
 from proxy.mirror_set import ALL_INTERFACE_BINDS, LOOPBACK_BINDS, MIRRORABLE_HOSTS, MirrorState
 from proxy.states import LinkState
@@ -67,8 +70,12 @@ class Forwarding:
             reports=reported_to_vm,
             on_mirror=on_mirror,
             udp_idle_timeout=udp_idle_timeout,
+            probe_remote=self._probe_vm,
+            other="VM",
         )
         self.mirrors = self.peer.mirrors
+        self.vm_check: PortCheck | None = None
+        self.vm_hold: dict[str, Any] = {}
         self.link = AgentLink(
             address,
             secret,
@@ -90,6 +97,7 @@ class Forwarding:
     async def stop(self) -> None:
         await self.link.stop()
         await self.peer.stop()
+        self._look_into_vm(None)
 
     async def _on_connected(self) -> None:
         await self.peer.report_all()
@@ -106,9 +114,16 @@ class Forwarding:
                     response = await self.link.request("mirrors")
                     if response.ok and isinstance(response.result, list):
                         mirrors = response.result
+                    response = await self.link.request(HOLD_STATUS)
+                    if response.ok and isinstance(response.result, dict):
+                        self.vm_hold = response.result
             if mirrors != self.vm_mirrors:
                 self.vm_mirrors = mirrors
                 self.on_vm_mirrors(mirrors)
+
+    def hold_status(self) -> dict[str, Any]:
+        """Each side's hold of first packets (proxy/hold): on or off and why, with counters."""
+        return {"host": self.peer.hold.status(), "vm": self.vm_hold}
 
     # -- settings that apply live ---------------------------------------------------------
 
@@ -139,8 +154,38 @@ class Forwarding:
         """After the VM was made anew: sockets from the new namespace from now on."""
         old, self.vm_sockets = self.vm_sockets, vm_sockets
         self.peer.direct_socket = self._vm_socket if vm_sockets is not None else None
+        self._look_into_vm(vm_sockets)
         if old is not None:
             old.stop()
+
+    def _look_into_vm(self, vm_sockets: NamespaceSockets | None) -> None:
+        """Where the daemon can enter the VM's namespace, a held host client to a port with
+        no socket there at all is let go without asking the agent (a faster refusal)."""
+        if self.vm_check is not None:
+            self.vm_check.close()
+            self.vm_check = None
+        if vm_sockets is not None:
+            try:
+                self.vm_check = port_check_in(vm_sockets.netns_path)
+            except OSError as exc:
+                log.info("held ports are checked through the agent only: %s", exc)
+        self.peer.look_into_remote(self._nobody_in_vm)
+
+    def _nobody_in_vm(self, proto: Proto, port: int) -> bool:
+        check = self.vm_check
+        if check is None:
+            return False
+        try:
+            return not check.listeners(proto, port)
+        except OSError:
+            return False
+
+    async def _probe_vm(self, proto: Proto, port: int) -> list[str] | None:
+        """Who listens on ``proto`` ``port`` in the VM now, asked of the agent (held packets)."""
+        if not self.link.connected:
+            return None
+        response = await self.link.request(PROBE, probe_params(proto, port), PROBE_TIMEOUT)
+        return parse_answer(response.result) if response.ok else []
 
     async def _open(self, proto: Proto, host: str, port: int) -> socket.socket:
         """A socket to ``proto host:port`` in the VM: handed over on the control connection
@@ -160,6 +205,12 @@ class Forwarding:
     def on_request(self, wire: WireSocket, request: Request) -> None:
         if request.method == OPEN:
             self.peer.spawn(self.peer.serve_open_request(wire, request))
+        elif request.method == PROBE:
+            try:
+                response = Response(request.id, True, list(self.peer.hold.answer(request.params)))
+            except (HostnetError, OSError) as exc:
+                response = Response(request.id, False, str(exc))
+            self.peer.spawn(self._answer(wire, response))
         else:
             refusal = Response(request.id, False, f"the daemon does not answer {request.method!r}")
             self.peer.spawn(self._answer(wire, refusal))

@@ -488,6 +488,7 @@ class Daemon:
             },
             "agent": {"state": self.link_state, "detail": self.link_detail},
             "engine": self.engine.to_json(),
+            "hold": self.forwarding.hold_status() if self.forwarding else None,
             "problems": [p.to_json() for p in effective.problems] if effective else [],
         }
 

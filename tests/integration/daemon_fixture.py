@@ -68,11 +68,18 @@ def write_settings(home: Path, settings: dict[str, Any]) -> None:
 
 
 def start_daemon(
-    home: Path, settings: dict[str, Any] | None = None, admin: dict[str, Any] | None = None
+    home: Path,
+    settings: dict[str, Any] | None = None,
+    admin: dict[str, Any] | None = None,
+    prefix: tuple[str, ...] = (),
+    extra_env: dict[str, str] | None = None,
 ) -> RunningDaemon:
+    """A daemon run with ``prefix`` (e.g. ``nsenter --net=PATH`` for a host namespace of
+    the test's own) and ``extra_env`` added to the environment."""
     env = dict(os.environ)
     env["HOSTNET_HOME"] = str(home)
     env["HOSTNET_ADMIN_SETTINGS"] = str(home / "admin-settings.json")
+    env.update(extra_env or {})
     if settings is not None:
         write_settings(home, settings)
     if admin is not None:
@@ -80,7 +87,7 @@ def start_daemon(
     home.mkdir(parents=True, exist_ok=True)
     output = (home / "daemon.out").open("a")
     proc = subprocess.Popen(
-        [HOSTNET, "daemon"], env=env, stdout=output, stderr=subprocess.STDOUT, text=True
+        [*prefix, HOSTNET, "daemon"], env=env, stdout=output, stderr=subprocess.STDOUT, text=True
     )
     output.close()  # the daemon has its own copy; a file never fills up and blocks it
     daemon = RunningDaemon(home, proc, env)

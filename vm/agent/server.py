@@ -9,6 +9,8 @@ import socket
 
 from proxy.accept_loop import AcceptLoop
 from proxy.counters import ForwardCounters
+from proxy.errors import HostnetError
+from proxy.hold.probe import HOLD_STATUS, PROBE, PROBE_TIMEOUT, parse_answer, probe_params
 from proxy.listeners import Proto
 from proxy.mirror_set import LOOPBACK_BINDS
 from proxy.wire import (
@@ -59,6 +61,8 @@ class Agent:
             send_listeners=self._send_listeners,
             binds=LOOPBACK_BINDS,
             local_wins=True,  # the VM's own listener wins over a mirror of a host port
+            probe_remote=self._probe_host,
+            other="host",
         )
         self.mirrors = self.peer.mirrors
         self.watcher = self.peer.watcher
@@ -185,6 +189,13 @@ class Agent:
             return Response(request.id, True, "pong")
         if request.method == "mirrors":
             return Response(request.id, True, [m.as_dict() for m in self.mirrors.states()])
+        if request.method == PROBE:
+            try:
+                return Response(request.id, True, list(self.peer.hold.answer(request.params)))
+            except (HostnetError, OSError) as exc:
+                return Response(request.id, False, str(exc))
+        if request.method == HOLD_STATUS:
+            return Response(request.id, True, self.peer.hold.status())
         if request.method == "listeners":
             return Response(request.id, True, [str(item) for item in sorted(self.watcher.current)])
         if request.method == "udp_idle_timeout":
@@ -194,6 +205,18 @@ class Agent:
             self.peer.set_udp_idle_timeout(float(seconds))
             return Response(request.id, True, float(seconds))
         return Response(request.id, False, f"unknown method {request.method!r}")
+
+    async def _probe_host(self, proto: Proto, port: int) -> list[str] | None:
+        """Who listens on ``proto`` ``port`` on the host now, asked of the daemon (held packets)."""
+        wire = self.control
+        if wire is None:
+            return None
+        response, handed = await self.requests.call(
+            wire, PROBE, probe_params(proto, port), PROBE_TIMEOUT
+        )
+        if handed is not None:
+            handed.close()
+        return parse_answer(response.result) if response.ok else []
 
     # -- streams the daemon opens (host -> VM) ---------------------------------------------
 

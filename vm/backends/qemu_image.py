@@ -46,6 +46,12 @@ OPTIONAL_MODULES: tuple[str, ...] = (
     "inet_diag",
     "tcp_diag",
     "udp_diag",
+    # The agent holds first packets to VM ports with no listener (proxy/hold): an nf_tables
+    # table with a socket lookup and a queue, read over nfnetlink_queue.
+    "nf_tables",
+    "nft_socket",
+    "nft_queue",
+    "nfnetlink_queue",
 )
 DEBIAN_KERNEL_META = "linux-image-amd64"
 BUSYBOX_PACKAGE = "busybox-static"

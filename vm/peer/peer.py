@@ -16,6 +16,7 @@ from collections.abc import Awaitable, Callable, Coroutine
 from typing import Any
 
 from proxy.addresses import Endpoint
+from proxy.hold.hold_side import HoldSide, NobodyThere
 from proxy.listener_watcher import ListenerWatcher
 from proxy.listeners import Listener, ListenerKey, Proto
 from proxy.mirror_set import Engine, MirrorSet, MirrorState
@@ -35,8 +36,15 @@ OpenRemote = Callable[[Proto, str, int], Awaitable[socket.socket]]
 SendListeners = Callable[[list[WireListener], list[WireListener]], Awaitable[None]]
 """Sends a change of this side's listeners (added, removed) to the other side, if connected."""
 
+ProbeRemote = Callable[[Proto, int], Awaitable[list[str] | None]]
+"""Asks the other side who listens on ``proto`` ``port`` there now (None: not connected)."""
+
 DirectSocket = Callable[[socket.AddressFamily], socket.socket]
 """Makes an unconnected TCP socket inside the other side's network namespace (shared kernel)."""
+
+
+async def _not_connected(proto: Proto, port: int) -> None:
+    return None
 
 
 def _wire_key(item: WireListener) -> tuple[str, str, int]:
@@ -58,6 +66,8 @@ class Peer:
         reports: Callable[[Listener], bool] = lambda listener: True,
         on_mirror: Callable[[MirrorState], None] = lambda mirror: None,
         udp_idle_timeout: float = DEFAULT_IDLE_TIMEOUT,
+        probe_remote: ProbeRemote | None = None,
+        other: str = "other side",
     ) -> None:
         self.side = side  # "on the host" or "in the VM", for messages
         self.open_remote = open_remote
@@ -73,14 +83,24 @@ class Peer:
             local_ports=self._listens_locally if local_wins else lambda proto, port: False,
         )
         self.watcher = ListenerWatcher(self._on_local_change, exclude=self.mirrors.own_inodes)
+        # First packets to our ports with no listener wait for the other side (proxy/hold).
+        self.hold = HoldSide(
+            other=other,
+            own_inodes=self.mirrors.own_inodes,
+            adopt=self.watcher.adopt,
+            ask=probe_remote or _not_connected,
+            mirror=self._mirror_remote_port,
+        )
         self.remote: set[ListenerKey] = set()
         self.reported: set[WireListener] = set()
         self.tasks: set[asyncio.Task[None]] = set()
 
     async def start(self) -> None:
         await self.watcher.start()
+        self.hold.start()
 
     async def stop(self) -> None:
+        await self.hold.stop()
         await self.mirrors.close()
         await self.watcher.stop()
         for task in list(self.tasks):
@@ -147,6 +167,17 @@ class Peer:
         for item in change.added:
             self.remote.add((item.proto, item.host, item.port))
         await self.mirrors.set_remote(self.remote)
+
+    async def _mirror_remote_port(self, proto: Proto, port: int, hosts: list[str]) -> None:
+        """A held client waits for this: the other side's listeners on ``port``, mirrored
+        now, through the same rules as discovery's (exclusions, the local listener wins)."""
+        self.remote.update((proto, host, port) for host in hosts)
+        await self.mirrors.set_remote(self.remote)
+
+    def look_into_remote(self, nobody_there: NobodyThere) -> None:
+        """Where this side can see the other side's sockets itself (a shared kernel), a held
+        packet for a port with no socket there is let go without asking (a faster refusal)."""
+        self.hold.nobody_there = nobody_there
 
     async def remote_gone(self) -> None:
         """The other side went away: its listeners with it, until it reports them again."""

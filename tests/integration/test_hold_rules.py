@@ -1,0 +1,167 @@
+"""The hold table and queue against the real kernel, in a namespace of the test's own: what is
+held (first packets to loopback ports with no socket) and what is not, and that the table
+goes with the process that made it."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import socket
+import subprocess
+import sys
+import threading
+import uuid
+from collections.abc import Callable, Coroutine, Iterator
+from typing import Any, TypeVar
+
+import pytest
+
+from proxy.hold.hold_rules import install
+from proxy.hold.packet_head import Destination
+from proxy.hold.port_hold import PortHold
+from vm.transport.namespace_sockets import _setns
+
+pytestmark = pytest.mark.skipif(os.geteuid() != 0, reason="network namespaces need root")
+
+T = TypeVar("T")
+
+
+@pytest.fixture
+def netns() -> Iterator[str]:
+    name = f"hostnet-hold-{uuid.uuid4().hex[:8]}"
+    subprocess.run(["ip", "netns", "add", name], check=True)
+    subprocess.run(["ip", "-n", name, "link", "set", "lo", "up"], check=True)
+    try:
+        yield f"/run/netns/{name}"
+    finally:
+        subprocess.run(["ip", "netns", "delete", name], check=False)
+
+
+def inside(path: str, scenario: Callable[[], Coroutine[Any, Any, T]]) -> T:
+    """Run ``scenario`` on an event loop in a thread that entered the namespace at ``path``."""
+    result: list[T] = []
+    errors: list[BaseException] = []
+
+    def run() -> None:
+        try:
+            fd = os.open(path, os.O_RDONLY)
+            try:
+                _setns(fd)
+            finally:
+                os.close(fd)
+            result.append(asyncio.run(scenario()))
+        except BaseException as exc:
+            errors.append(exc)
+
+    thread = threading.Thread(target=run)
+    thread.start()
+    thread.join(60)
+    if errors:
+        raise errors[0]
+    return result[0]
+
+
+async def tcp_connect(host: str, port: int) -> str:
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    sock = socket.socket(family)
+    sock.setblocking(False)
+    try:
+        await asyncio.wait_for(asyncio.get_running_loop().sock_connect(sock, (host, port)), 3)
+        return "connected"
+    except ConnectionRefusedError:
+        return "refused"
+    finally:
+        sock.close()
+
+
+def test_first_packets_to_ports_without_a_socket_are_held_then_let_go(netns: str) -> None:
+    async def scenario() -> tuple[list[Destination], list[str], dict[str, float]]:
+        seen: list[Destination] = []
+        listener = socket.socket()
+        listener.bind(("127.0.0.1", 0))
+        listener.listen()
+        listening = listener.getsockname()[1]
+
+        async def ready(target: Destination) -> None:
+            seen.append(target)
+            if target.port == 7001:  # a listener appears while the packet is held
+                late.bind(("127.0.0.1", 7001))
+                late.listen()
+
+        late = socket.socket()
+        hold = PortHold(ready)
+        hold.start()
+        try:
+            results = [
+                await tcp_connect("127.0.0.1", 7000),
+                await tcp_connect("::1", 7000),
+                await tcp_connect("127.0.0.1", listening),
+                await tcp_connect("127.0.0.1", 7001),
+            ]
+            udp = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+            udp.connect(("127.0.0.1", 7002))
+            udp.send(b"x")
+            await asyncio.sleep(0.05)
+            udp.close()
+        finally:
+            await hold.stop()
+            listener.close()
+            late.close()
+        return seen, results, hold.counters.as_dict()
+
+    seen, results, counters = inside(netns, scenario)
+    assert results == ["refused", "refused", "connected", "connected"]
+    assert [(d.proto, d.host, d.port) for d in seen] == [
+        ("tcp", "127.0.0.1", 7000),
+        ("tcp", "::1", 7000),
+        ("tcp", "127.0.0.1", 7001),
+        ("udp", "127.0.0.1", 7002),
+    ]  # the port with a listener was never held
+    assert counters["held"] == 4 and counters["timeouts"] == 0
+
+
+def test_a_slow_decision_lets_the_packet_go_after_the_timeout(netns: str) -> None:
+    async def scenario() -> tuple[str, float]:
+        async def never(target: Destination) -> None:
+            await asyncio.sleep(10)
+
+        hold = PortHold(never, decide_timeout=0.2)
+        hold.start()
+        try:
+            return await tcp_connect("127.0.0.1", 7100), hold.counters.timeouts
+        finally:
+            await hold.stop()
+
+    assert inside(netns, scenario) == ("refused", 1)
+
+
+def test_table_goes_with_the_process_that_made_it(netns: str) -> None:
+    code = (
+        "import sys, time; from proxy.hold.hold_rules import install; "
+        "kept = install(int(sys.argv[1])); print('ready', flush=True); time.sleep(60)"
+    )
+    made = subprocess.Popen(
+        ["nsenter", f"--net={netns}", sys.executable, "-c", code, "777"],
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        assert made.stdout is not None and made.stdout.readline().strip() == "ready"
+
+        async def taken() -> str:
+            try:
+                install(777).close()
+            except OSError as exc:
+                return f"refused: {exc}"
+            return "made"
+
+        assert inside(netns, taken).startswith("refused")  # owned by the other process
+    finally:
+        made.kill()
+        made.wait()
+
+    async def again() -> str:
+        install(777).close()
+        return "made"
+
+    assert inside(netns, again) == "made"  # the kernel removed the dead process's table
