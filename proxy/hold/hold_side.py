@@ -48,7 +48,7 @@ class HoldSide:
         other: str,
         own_inodes: Callable[[], Container[int]],
         adopt: Callable[[frozenset[Listener]], None],
-        ask: Ask,
+        ask: Ask | None,
         mirror: Mirror,
         nobody_there: NobodyThere = cannot_look,
     ) -> None:
@@ -65,6 +65,9 @@ class HoldSide:
     def start(self) -> None:
         """Start holding; where that cannot be, say why in ``status`` and go on without."""
         self.check = PortCheck()
+        if self.ask is None:
+            self.problem = "off: this side has nobody to ask"
+            return
         if not hold_wanted():
             self.problem = (
                 f"turned off (HOSTNET_HOLD=off): new {self.other} ports wait for discovery"
@@ -97,6 +100,8 @@ class HoldSide:
         if check is None or check.listeners(target.proto, target.port, self.own_inodes()):
             return  # a program on this side listens by now: the packet is for it
         if self.nobody_there(target.proto, target.port):
+            return
+        if self.ask is None:
             return
         try:
             hosts = await self.ask(target.proto, target.port)

@@ -38,7 +38,7 @@ log = logging.getLogger(__name__)
 
 MakeReady = Callable[[Destination], Awaitable[None]]
 
-DECIDE_TIMEOUT: Final = 1.0
+DECIDE_TIMEOUT: Final = 3.0
 FIRST_QUEUE: Final = 0x4800
 QUEUE_TRIES: Final = 256
 SOL_NETLINK: Final = 270

@@ -21,7 +21,9 @@ from proxy.wire.bounded_json import JsonValue
 PROBE: Final = "probe"
 HOLD_STATUS: Final = "hold"
 """The request for a side's hold status (``HoldSide.status``)."""
-PROBE_TIMEOUT: Final = 0.5
+PROBE_TIMEOUT: Final = 2.0
+"""Seconds a held packet waits for the other side's answer; a healthy side answers in well
+under a millisecond, a loaded machine has been seen to take over half a second."""
 
 
 class ProbeError(HostnetError, ValueError):

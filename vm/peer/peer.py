@@ -16,7 +16,7 @@ from collections.abc import Awaitable, Callable, Coroutine
 from typing import Any
 
 from proxy.addresses import Endpoint
-from proxy.hold.hold_side import HoldSide, NobodyThere
+from proxy.hold.hold_side import Ask, HoldSide, NobodyThere
 from proxy.listener_watcher import ListenerWatcher
 from proxy.listeners import Listener, ListenerKey, Proto
 from proxy.mirror_set import Engine, MirrorSet, MirrorState
@@ -36,15 +36,8 @@ OpenRemote = Callable[[Proto, str, int], Awaitable[socket.socket]]
 SendListeners = Callable[[list[WireListener], list[WireListener]], Awaitable[None]]
 """Sends a change of this side's listeners (added, removed) to the other side, if connected."""
 
-ProbeRemote = Callable[[Proto, int], Awaitable[list[str] | None]]
-"""Asks the other side who listens on ``proto`` ``port`` there now (None: not connected)."""
-
 DirectSocket = Callable[[socket.AddressFamily], socket.socket]
 """Makes an unconnected TCP socket inside the other side's network namespace (shared kernel)."""
-
-
-async def _not_connected(proto: Proto, port: int) -> None:
-    return None
 
 
 def _wire_key(item: WireListener) -> tuple[str, str, int]:
@@ -66,7 +59,7 @@ class Peer:
         reports: Callable[[Listener], bool] = lambda listener: True,
         on_mirror: Callable[[MirrorState], None] = lambda mirror: None,
         udp_idle_timeout: float = DEFAULT_IDLE_TIMEOUT,
-        probe_remote: ProbeRemote | None = None,
+        probe_remote: Ask | None = None,
         other: str = "other side",
     ) -> None:
         self.side = side  # "on the host" or "in the VM", for messages
@@ -88,7 +81,7 @@ class Peer:
             other=other,
             own_inodes=self.mirrors.own_inodes,
             adopt=self.watcher.adopt,
-            ask=probe_remote or _not_connected,
+            ask=probe_remote,
             mirror=self._mirror_remote_port,
         )
         self.remote: set[ListenerKey] = set()
