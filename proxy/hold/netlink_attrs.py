@@ -22,7 +22,6 @@ NLM_F_ACK: Final = 0x04
 NLM_F_CREATE: Final = 0x400
 NLM_F_APPEND: Final = 0x800
 NLMSG_ERROR: Final = 2
-NLMSG_DONE: Final = 3
 
 _FAMILY_VERSION: Final = struct.Struct("=BB")
 _BE16: Final = struct.Struct(">H")

@@ -41,11 +41,9 @@ NFQA_CFG_QUEUE_MAXLEN: Final = 3
 NFQA_CFG_MASK: Final = 4
 NFQA_CFG_FLAGS: Final = 5
 NFQNL_CFG_CMD_BIND: Final = 1
-NFQNL_CFG_CMD_UNBIND: Final = 2
 NFQNL_COPY_PACKET: Final = 2
 NFQA_CFG_F_FAIL_OPEN: Final = 0x01
 
-NF_DROP: Final = 0
 NF_ACCEPT: Final = 1
 
 COPY_RANGE: Final = 128
@@ -88,7 +86,7 @@ def bind_messages(queue: int, seq: int = 1) -> list[bytes]:
 
 
 def verdict_message(queue: int, packet_id: int, verdict: int = NF_ACCEPT) -> bytes:
-    """Let packet ``packet_id`` of ``queue`` go on (or drop it)."""
+    """Let packet ``packet_id`` of ``queue`` go on (``verdict`` NF_ACCEPT)."""
     body = nfgen(socket.AF_UNSPEC, queue) + attr(
         NFQA_VERDICT_HDR, _VERDICT.pack(verdict, packet_id)
     )
