@@ -232,7 +232,12 @@ async def json_errors(request: web.Request, handler: Any) -> web.StreamResponse:
         # aiohttp logs it as it drains the body; http_server_logger makes that one line.
         error = parse_error(exc)
         problem = one_line(error.message if error is not None else str(exc))
-        return _error(400, "bad-body", f"the request body could not be read: {problem}")
+        return _error(
+            400,
+            "bad-body",
+            f"the request body could not be read: {problem}",
+            "send the JSON body as it is, with no Content-Encoding and well-formed chunks",
+        )
     except web.HTTPRequestEntityTooLarge:
         return _error(413, "too-large", f"the body is above {MAX_BODY} bytes; send less")
     except web.HTTPNotFound:
