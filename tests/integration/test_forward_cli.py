@@ -88,7 +88,8 @@ def test_udp_forward_end_to_end() -> None:
 
 
 def run_cli(*args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([HOSTNET, "forward", *args], capture_output=True, text=True, timeout=10)
+    # 60 s: at a load of 20 on two cores the CLI alone takes over 10 s to start
+    return subprocess.run([HOSTNET, "forward", *args], capture_output=True, text=True, timeout=60)
 
 
 def test_busy_port_is_named_with_the_fix() -> None:
