@@ -98,7 +98,17 @@ def start_daemon(
             return False
         return bool(status["vm"]["state"] == "up")
 
-    wait_for(ready, 20, "the daemon to start")
+    try:
+        wait_for(ready, 20, "the daemon to start")
+    except BaseException:
+        # A daemon too slow to start (a loaded machine) must not outlive the failed test.
+        proc.terminate()
+        try:
+            proc.wait(30)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+        raise
     return daemon
 
 
