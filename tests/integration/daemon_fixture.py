@@ -114,12 +114,12 @@ def start_daemon(
 
 def daemon_session(home: Path, settings: dict[str, Any]) -> Iterator[RunningDaemon]:
     daemon = start_daemon(home, settings)
-    wait_for(
-        lambda: daemon.client.get("/v1/status")["agent"]["state"] == "connected",
-        10,
-        "the agent to connect",
-    )
     try:
+        wait_for(
+            lambda: daemon.client.get("/v1/status")["agent"]["state"] == "connected",
+            10,
+            "the agent to connect",
+        )
         yield daemon
     finally:
         daemon.stop()
