@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import os
+import select
 import sys
 from collections.abc import Sequence
 
@@ -48,17 +50,34 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+# A reader that went away (``hostnet status | head -3``) ends a command the way it ends
+# cat or grep: quietly, with the status a shell reports for a death by SIGPIPE.
+EXIT_CLOSED_PIPE = 128 + 13
+
+
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = build_parser()
-    args = parser.parse_args(argv)
+    try:
+        try:
+            return _dispatch(argv)
+        finally:
+            sys.stdout.flush()  # inside the try: a closed pipe shows here, not at exit
+    except BrokenPipeError:
+        if not _stdout_reader_gone():
+            raise  # a broken socket to the daemon or the VM is a real error
+        _discard_stdout()
+        return EXIT_CLOSED_PIPE
+    except KeyboardInterrupt:
+        return 130
+
+
+def _dispatch(argv: Sequence[str] | None) -> int:
+    args = build_parser().parse_args(argv)
     if args.command is None:
         from app.commands.gui import run_gui
 
         return int(run_gui())
     try:
         return int(args.func(args))
-    except KeyboardInterrupt:
-        return 130
     except HostnetError as exc:
         report(getattr(args, "command_name", "hostnet"), exc)
         return exc.exit_code
@@ -69,6 +88,26 @@ def report(command_name: str, error: HostnetError) -> None:
     print(f"{command_name}: {error.problem}", file=sys.stderr)
     if error.fix and error.fix not in error.problem:
         print(error.fix, file=sys.stderr)
+
+
+def _stdout_reader_gone() -> bool:
+    """True when stdout is a pipe or socket whose reading end is closed."""
+    try:
+        fd = sys.stdout.fileno()
+    except (AttributeError, OSError, ValueError):
+        return False
+    poller = select.poll()
+    poller.register(fd, 0)  # POLLERR and POLLHUP are always reported
+    return any(events & (select.POLLERR | select.POLLHUP) for _, events in poller.poll(0))
+
+
+def _discard_stdout() -> None:
+    """Point stdout at /dev/null so the interpreter's final flush has nowhere to fail."""
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    try:
+        os.dup2(devnull, sys.stdout.fileno())
+    finally:
+        os.close(devnull)
 
 
 if __name__ == "__main__":

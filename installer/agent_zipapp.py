@@ -12,8 +12,10 @@ import tempfile
 import zipapp
 from pathlib import Path
 
+from vm.backends.guest_agent_launch import AGENT_ZIPAPP_NAME
+
 REPO = Path(__file__).resolve().parents[1]
-ZIPAPP_NAME = "hostnet-agent.pyz"
+ZIPAPP_NAME = AGENT_ZIPAPP_NAME  # the frozen app looks for it by this name
 BUNDLED_PACKAGES = ("pyroute2",)
 MAIN = '''"""hostnet guest agent (zipapp): see `python3 hostnet-agent.pyz --help`."""
 import sys

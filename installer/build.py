@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from installer.agent_cloud_init import cloud_init_snippet
-from installer.agent_zipapp import REPO, build_agent_zipapp
+from installer.agent_zipapp import REPO, ZIPAPP_NAME, build_agent_zipapp
 from installer.deb_package import DebInputs, DesktopFiles, build_deb
 from installer.desktop_bundle import BuildError, build_desktop_bundle
 from proxy import __version__
@@ -61,7 +61,9 @@ def build_all(
     agent_dir = build_agent_package(build_dir)
     if not desktop:
         return BuildOutputs(agent_dir, None)
-    bundle = build_desktop_bundle(build_dir / "pyinstaller" / "dist", build_dir / "pyinstaller")
+    bundle = build_desktop_bundle(
+        build_dir / "pyinstaller" / "dist", build_dir / "pyinstaller", agent_dir / ZIPAPP_NAME
+    )
     deb = build_deb(
         DebInputs(__version__, bundle, agent_dir, desktop_files()),
         build_dir / "deb",

@@ -51,7 +51,9 @@ DEPENDS = (
     "libwayland-cursor0",
     "libwayland-egl1",
 )
-RECOMMENDS = ("hicolor-icon-theme", "desktop-file-utils", "openssh-client")
+# python3 runs the guest agent's zipapp in a QEMU VM (VmBackend "qemu"), which QEMU boots.
+RECOMMENDS = ("hicolor-icon-theme", "desktop-file-utils", "openssh-client", "python3 (>= 3.11)")
+SUGGESTS = ("qemu-system-x86",)
 DESCRIPTION = """\
 Host networking for a Linux VM, like Docker Desktop's
  A program listening in the VM is reachable on the host's localhost at the same
@@ -115,6 +117,7 @@ def control_text(version: str, architecture: str, installed_size: int) -> str:
         f"Installed-Size: {installed_size}\n"
         f"Depends: {', '.join(DEPENDS)}\n"
         f"Recommends: {', '.join(RECOMMENDS)}\n"
+        f"Suggests: {', '.join(SUGGESTS)}\n"
         f"Section: net\n"
         f"Priority: optional\n"
         f"Description: {DESCRIPTION}\n"

@@ -2,7 +2,9 @@
 
 ``app``, ``vm`` and ``proxy`` are collected whole: commands are imported by name at run time
 (``app.cli``), and the daemon starts helpers as ``hostnet -m MODULE`` (see ``frozen_entry``).
-``resources/`` goes in as data, found at run time under ``sys._MEIPASS/resources``.
+``resources/`` goes in as data, found at run time under ``sys._MEIPASS/resources``, and the
+guest agent's zipapp under ``sys._MEIPASS/agent`` (a QEMU guest cannot run the bundle's
+launcher as Python: see ``vm/backends/guest_agent_launch.py``).
 """
 
 from __future__ import annotations
@@ -10,6 +12,8 @@ from __future__ import annotations
 import subprocess
 import sys
 from pathlib import Path
+
+from vm.backends.guest_agent_launch import BUNDLE_AGENT_DIR
 
 REPO = Path(__file__).resolve().parents[1]
 ENTRY = REPO / "installer" / "frozen_entry.py"
@@ -22,8 +26,8 @@ class BuildError(Exception):
     """A build step failed; the message says which and where its log is."""
 
 
-def build_desktop_bundle(dist_dir: Path, work_dir: Path) -> Path:
-    """Run PyInstaller; return the bundle folder ``dist_dir/hostnet``."""
+def build_desktop_bundle(dist_dir: Path, work_dir: Path, agent_zipapp: Path) -> Path:
+    """Run PyInstaller, with AGENT_ZIPAPP inside; return the bundle folder ``dist_dir/hostnet``."""
     work_dir.mkdir(parents=True, exist_ok=True)
     argv = [
         sys.executable,
@@ -50,6 +54,7 @@ def build_desktop_bundle(dist_dir: Path, work_dir: Path) -> Path:
     resources = REPO / "resources"
     if resources.is_dir():  # icons and schemas, found under sys._MEIPASS/resources
         argv += ["--add-data", f"{resources}:resources"]
+    argv += ["--add-data", f"{agent_zipapp}:{BUNDLE_AGENT_DIR}"]
     for module in QT_MODULES:
         argv += ["--hidden-import", module]
     for module in EXCLUDED:

@@ -37,9 +37,8 @@ def run_status(args: argparse.Namespace) -> int:
         print(json.dumps(status, indent=2))
         return 0
     print(f"hostnet {status['version']}: {status['state']}")
-    print(f"  {status['message']}")
-    for reason in status["reasons"]:
-        print(f"  - {reason['problem']} {reason['fix']}")
+    for line in status_summary(status):
+        print(f"  {line}")
     vm, agent = status["vm"], status["agent"]
     print(f"  VM: {vm['backend']} {vm['state']} {vm['detail']}".rstrip())
     print(f"  agent: {agent['state']} {agent['detail']}".rstrip())
@@ -52,6 +51,25 @@ def run_status(args: argparse.Namespace) -> int:
     for problem in status["problems"]:
         print(f"  settings problem: {problem.get('key')}: {problem.get('message')}")
     return 0
+
+
+def status_summary(status: dict[str, Any]) -> list[str]:
+    """The daemon's message, then each reason it does not already spell out.
+
+    A refusal's message lists its reasons itself; while host networking is off, the reasons
+    are what would refuse it once turned on, and the message does not name them.
+    """
+    message: str = status["message"]
+    lines = message.splitlines()
+    untold = [
+        f"{reason['problem']} {reason['fix']}"
+        for reason in status["reasons"]
+        if f"{reason['problem']} {reason['fix']}" not in message
+    ]
+    if untold and status["state"] == "off":
+        lines.append("Turning it on would be refused:")
+    lines.extend(f"- {text}" for text in untold)
+    return lines
 
 
 def run_ports(args: argparse.Namespace) -> int:

@@ -32,6 +32,7 @@ from typing import Any
 from aiohttp import web
 
 from app.daemon.agent_link import REQUEST_TIMEOUT
+from app.daemon.http_log import http_server_logger, one_line, parse_error
 from app.daemon.service import Daemon
 from app.settings import SettingsChange
 from proxy.errors import HostnetError
@@ -227,6 +228,16 @@ async def json_errors(request: web.Request, handler: Any) -> web.StreamResponse:
         # The client went away in the middle of its request: nobody to answer, not an error.
         logging.getLogger(__name__).debug("client left during %s %s", request.method, request.path)
         return web.Response(status=400)
+    except web.RequestPayloadError as exc:
+        # aiohttp logs it as it drains the body; http_server_logger makes that one line.
+        error = parse_error(exc)
+        problem = one_line(error.message if error is not None else str(exc))
+        return _error(
+            400,
+            "bad-body",
+            f"the request body could not be read: {problem}",
+            "send the JSON body as it is, with no Content-Encoding and well-formed chunks",
+        )
     except web.HTTPRequestEntityTooLarge:
         return _error(413, "too-large", f"the body is above {MAX_BODY} bytes; send less")
     except web.HTTPNotFound:
@@ -257,7 +268,9 @@ def make_app(daemon: Daemon) -> web.Application:
 
 
 async def serve(daemon: Daemon, socket_path: Path) -> web.AppRunner:
-    runner = web.AppRunner(make_app(daemon), access_log=None, shutdown_timeout=1.0)
+    runner = web.AppRunner(
+        make_app(daemon), access_log=None, shutdown_timeout=1.0, logger=http_server_logger()
+    )
     await runner.setup()
     with contextlib.suppress(FileNotFoundError):
         socket_path.unlink()  # a stale socket from a daemon that died (the lock says so)

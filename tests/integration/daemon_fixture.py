@@ -105,18 +105,28 @@ def start_daemon(
             return False
         return bool(status["vm"]["state"] == "up")
 
-    wait_for(ready, 20, "the daemon to start")
+    try:
+        wait_for(ready, 20, "the daemon to start")
+    except BaseException:
+        # A daemon too slow to start (a loaded machine) must not outlive the failed test.
+        proc.terminate()
+        try:
+            proc.wait(30)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+        raise
     return daemon
 
 
 def daemon_session(home: Path, settings: dict[str, Any]) -> Iterator[RunningDaemon]:
     daemon = start_daemon(home, settings)
-    wait_for(
-        lambda: daemon.client.get("/v1/status")["agent"]["state"] == "connected",
-        10,
-        "the agent to connect",
-    )
     try:
+        wait_for(
+            lambda: daemon.client.get("/v1/status")["agent"]["state"] == "connected",
+            10,
+            "the agent to connect",
+        )
         yield daemon
     finally:
         daemon.stop()

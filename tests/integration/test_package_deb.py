@@ -4,9 +4,11 @@ checked with dpkg-deb, installed with dpkg into an empty root, and run from ther
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import shutil
+import signal
 import subprocess
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -14,9 +16,11 @@ from pathlib import Path
 
 import pytest
 
+from app.control_client import ControlClient
 from installer.build import build_all
 from installer.deb_package import DEPENDS, deb_architecture
 from proxy import __version__
+from tests.integration.vm_helpers import wait_for
 
 REPO = Path(__file__).resolve().parents[2]
 BUILD = REPO / "build" / "test-package"
@@ -32,18 +36,20 @@ pytestmark = [
 class Installed:
     root: Path
 
-    def run(
-        self, *args: str, env: dict[str, str] | None = None
-    ) -> subprocess.CompletedProcess[str]:
-        """Run the installed /usr/bin/hostnet, with the root's /opt/hostnet mounted at /opt/hostnet
+    def argv(self, *args: str) -> list[str]:
+        """The installed /usr/bin/hostnet, with the root's /opt/hostnet mounted at /opt/hostnet
         in a private mount namespace (the symlink is absolute, as installed)."""
         script = (
             'mount -t tmpfs hostnet-test /opt && mkdir /opt/hostnet && mount --bind "$1" '
             '/opt/hostnet && shift && exec "$@"'
         )
         argv = ["unshare", "--mount", "sh", "-c", script, "sh", str(self.root / "opt" / "hostnet")]
-        argv += [str(self.root / "usr" / "bin" / "hostnet"), *args]
-        return subprocess.run(argv, capture_output=True, text=True, timeout=60, env=env)
+        return [*argv, str(self.root / "usr" / "bin" / "hostnet"), *args]
+
+    def run(
+        self, *args: str, env: dict[str, str] | None = None
+    ) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(self.argv(*args), capture_output=True, text=True, timeout=60, env=env)
 
 
 @pytest.fixture(scope="session")
@@ -216,3 +222,62 @@ def test_installed_bundle_runs_modules_like_python(installed: Installed) -> None
     install_help = installed.run("vm", "install-agent", "--help")
     assert install_help.returncode == 0, install_help.stderr
     assert "--ssh USER@HOST" in install_help.stdout
+
+
+VM_CACHE = Path(os.environ.get("HOSTNET_TEST_VM_CACHE", "/var/tmp/hostnet-test-vm-cache"))
+# The agent's command line, as its child (the command ``vm exec`` runs) sees it.
+AGENT_CMDLINE = ["sh", "-c", "tr '\\0' ' ' < /proc/$PPID/cmdline"]
+
+
+@pytest.mark.vm
+@pytest.mark.timeout(600)
+@pytest.mark.skipif(
+    os.geteuid() != 0 or shutil.which("qemu-system-x86_64") is None,
+    reason="needs root and QEMU (qemu-system-x86)",
+)
+def test_installed_daemon_boots_the_qemu_agent_from_its_zipapp(
+    installed: Installed, tmp_path: Path
+) -> None:
+    """The frozen daemon cannot hand the guest its own launcher as a Python: it boots the
+    zipapp it carries, run by the host's python3, and the agent connects."""
+    home = tmp_path / "home"
+    (home / "config").mkdir(parents=True)
+    settings = {
+        "HostNetworkingEnabled": True,
+        "VmBackend": "qemu",
+        "VmOptions": {"image_cache_dir": str(VM_CACHE), "accel": "tcg", "memory_mib": 768},
+    }
+    (home / "config" / "settings-store.json").write_text(json.dumps(settings))
+    env = {
+        **os.environ,
+        "HOSTNET_HOME": str(home),
+        "HOSTNET_ADMIN_SETTINGS": str(home / "admin-settings.json"),
+    }
+    client = ControlClient(home / "run" / "control.sock")
+    with (home / "daemon.out").open("w") as out:
+        daemon = subprocess.Popen(installed.argv("daemon"), env=env, stdout=out, stderr=out)
+
+    def agent_connected() -> bool:
+        if daemon.poll() is not None:
+            raise AssertionError(f"the daemon exited with {daemon.returncode}")
+        try:
+            return bool(client.get("/v1/status")["agent"]["state"] == "connected")
+        except OSError:
+            return False
+
+    console = home / "state" / "vm" / "qemu" / "console.log"
+    try:
+        wait_for(agent_connected, 300, "the agent in the QEMU VM to connect")
+        result = installed.run("vm", "exec", "--", *AGENT_CMDLINE, env=env)
+        assert result.returncode == 0, result.stderr
+        agent = result.stdout.split()
+        assert Path(agent[0]).name.startswith("python3") and agent[1] == "-S", agent
+        assert agent[2] == "/opt/hostnet/_internal/agent/hostnet-agent.pyz", agent
+    except BaseException:
+        print((home / "daemon.out").read_text()[-4000:])
+        if console.exists():
+            print(console.read_text()[-4000:])
+        raise
+    finally:
+        daemon.send_signal(signal.SIGTERM)
+        daemon.wait(60)

@@ -1,9 +1,9 @@
 """The namespace VM without root: a user namespace made by unshare, as an ordinary user.
 
-The test drops to the ``nobody`` user. The venv's interpreter lives under /root, which
-nobody cannot read, so the daemon runs on the system's Python 3.11 with the repository and
-the venv's packages on PYTHONPATH (same ABI); that is the only thing that differs from a
-user's installation.
+The test drops to the ``nobody`` user, who runs the system's Python 3.11 on a view of the
+clone with the venv's packages on PYTHONPATH (tests/integration/other_user.py: the clone
+and the venv's interpreter may sit where nobody cannot reach them); that is the only thing
+that differs from a user's installation.
 """
 
 from __future__ import annotations
@@ -12,13 +12,13 @@ import json
 import os
 import shutil
 import subprocess
-import sys
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
+from tests.integration.other_user import NOBODY, SYSTEM_PYTHON, other_user, why_unusable
 from tests.integration.vm_helpers import (
     free_port,
     host_answer,
@@ -28,25 +28,13 @@ from tests.integration.vm_helpers import (
     wait_for,
 )
 
-REPO = Path(__file__).resolve().parents[2]
-SYSTEM_PYTHON = "/usr/bin/python3"
-NOBODY = "65534"
-
 
 def _usable() -> str | None:
-    if os.geteuid() != 0:
-        return "needs root to drop to another user"
-    if not (shutil.which("setpriv") and shutil.which("unshare") and shutil.which("nsenter")):
-        return "needs setpriv, unshare and nsenter (util-linux)"
-    if not Path(SYSTEM_PYTHON).exists():
-        return "needs /usr/bin/python3"
-    version = subprocess.run(
-        [SYSTEM_PYTHON, "-c", "import sys; print(sys.version_info[:2])"],
-        capture_output=True,
-        text=True,
-    ).stdout.strip()
-    if version != str(sys.version_info[:2]):
-        return f"/usr/bin/python3 is {version}, the venv's packages are for {sys.version_info[:2]}"
+    reason = why_unusable()
+    if reason is not None:
+        return reason
+    if not shutil.which("nsenter"):
+        return "needs nsenter (util-linux)"
     probe = subprocess.run(
         [
             "setpriv",
@@ -83,21 +71,11 @@ def home() -> Iterator[Path]:
     shutil.rmtree(top, ignore_errors=True)
 
 
-def as_nobody(home: Path) -> list[str]:
-    site = next((REPO / ".venv" / "lib").glob("python3.*/site-packages"))
-    return [
-        "setpriv",
-        f"--reuid={NOBODY}",
-        f"--regid={NOBODY}",
-        "--clear-groups",
-        "env",
-        f"HOSTNET_HOME={home}",
-        f"HOME={home}",
-        f"PYTHONPATH={REPO}:{site}",
-        SYSTEM_PYTHON,
-        "-m",
-        "app.cli",
-    ]
+@pytest.fixture
+def hostnet(home: Path) -> Iterator[list[str]]:
+    """``hostnet`` as nobody, with HOSTNET_HOME (and HOME) at ``home``."""
+    with other_user() as nobody:
+        yield nobody.hostnet({"HOSTNET_HOME": str(home), "HOME": str(home)})
 
 
 def ports(hostnet: list[str]) -> list[dict[str, object]]:
@@ -105,8 +83,7 @@ def ports(hostnet: list[str]) -> list[dict[str, object]]:
     return list(json.loads(result.stdout)) if result.returncode == 0 else []
 
 
-def test_rootless_daemon_forwards_both_ways(home: Path) -> None:
-    hostnet = as_nobody(home)
+def test_rootless_daemon_forwards_both_ways(home: Path, hostnet: list[str]) -> None:
     daemon = subprocess.Popen(
         [*hostnet, "daemon"], stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True
     )

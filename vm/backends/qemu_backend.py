@@ -29,16 +29,15 @@ import contextlib
 import os
 import random
 import shlex
-import site
-import sys
 import time
 from pathlib import Path
 from typing import Any
 
 from proxy.wire import load_or_create_secret
 from vm.backends.errors import VMError
+from vm.backends.guest_agent_launch import guest_agent_launch
 from vm.backends.protocol import SharedKernelLink
-from vm.backends.qemu import QemuConfig, QemuError, QemuExit, QemuVM, default_visible_paths
+from vm.backends.qemu import QemuConfig, QemuError, QemuExit, QemuVM
 from vm.transport.address import TransportAddress
 from vm.transport.mux_link import close_host_link
 from vm.virtio_port import AGENT_PORT_NAME
@@ -76,14 +75,6 @@ def vsock_usable() -> bool:
     return VHOST_VSOCK.exists() and os.access(VHOST_VSOCK, os.R_OK | os.W_OK)
 
 
-def _python_path() -> str:
-    """The guest runs the host's Python with -S (site.py costs seconds under TCG), so the
-    packages it needs come by PYTHONPATH: hostnet's source root and the site-packages."""
-    root = Path(__file__).resolve().parents[2]
-    entries = [str(root), *site.getsitepackages()]
-    return ":".join(dict.fromkeys(entries))
-
-
 class QemuBackend:
     """The Backend protocol (vm/backends/protocol.py) for a QEMU micro-VM."""
 
@@ -108,10 +99,8 @@ class QemuBackend:
         listen = (
             f"vsock:{VSOCK_CID_ANY}:{VSOCK_PORT}" if self.use_vsock else f"virtio:{AGENT_PORT_NAME}"
         )
-        agent = [
-            sys.executable, "-S", "-m", "vm.agent",
-            "--listen", listen, "--secret-file", "/run/hostnet/secret",
-        ]  # fmt: skip
+        launch = guest_agent_launch()
+        agent = [*launch.argv, "--listen", listen, "--secret-file", "/run/hostnet/secret"]
         # The secret is copied to the guest's own tmpfs: there it belongs to the guest's root,
         # whatever host user owns the shared folder.
         script = (
@@ -125,7 +114,7 @@ class QemuBackend:
         return QemuConfig(
             vm_dir=self.vm_dir,
             command=["/bin/sh", "-c", script],
-            env={"PYTHONPATH": _python_path()},
+            env=launch.env,
             image_cache_dir=Path(cache) if cache else None,
             kernel=Path(opts["kernel"]) if "kernel" in opts else None,
             modules_dir=Path(opts["modules_dir"]) if "modules_dir" in opts else None,
@@ -133,7 +122,7 @@ class QemuBackend:
             memory_mib=opts.get("memory_mib", 1024),
             cpus=opts.get("cpus", 2),
             boot_timeout=float(opts.get("boot_timeout", 90.0)),
-            visible_paths=default_visible_paths(),
+            visible_paths=launch.visible_paths,
             extra_args=extra,
         )
 
