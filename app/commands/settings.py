@@ -15,6 +15,7 @@ import sys
 from typing import Any, TextIO
 
 from app.settings.effective import EffectiveSettings
+from app.settings.errors import SettingValueError
 from app.settings.parse import parse_value
 from app.settings.problems import Problem
 from app.settings.schema import resolve_key, specs
@@ -52,6 +53,12 @@ def register(subparsers: Any) -> None:
     )
     set_parser.add_argument("key", metavar="KEY")
     set_parser.add_argument("value", metavar="VALUE")
+    set_parser.add_argument(
+        "more",
+        nargs="*",
+        metavar="KEY VALUE",
+        help="more pairs, written together (VmBackend attach VmOptions '{...}')",
+    )
 
     reset_parser = actions.add_parser(
         "reset", help="forget your value for a setting (back to the default)"
@@ -68,7 +75,7 @@ def run(args: argparse.Namespace, store: SettingsStore | None = None) -> int:
     if args.settings_action == "get":
         return _get(store, args.key, as_json=args.json)
     if args.settings_action == "set":
-        return _set(store, args.key, args.value)
+        return _set(store, [args.key, args.value, *args.more])
     if args.settings_action == "reset":
         return _reset(store, args.key)
     raise AssertionError(f"unknown settings action {args.settings_action!r}")
@@ -137,18 +144,25 @@ def _get(store: SettingsStore, name: str, *, as_json: bool) -> int:
     return 0
 
 
-def _set(store: SettingsStore, name: str, text: str) -> int:
-    key = _canonical(name, store)
-    value = parse_value(specs()[key], text)
+def _set(store: SettingsStore, words: list[str]) -> int:
+    """Set one or more KEY VALUE pairs in one write: all are checked first."""
+    if len(words) % 2:
+        raise SettingValueError(
+            Problem(None, f"{words[-1]!r} has no value.", "Give each KEY a VALUE after it.")
+        )
+    changes: dict[str, Any] = {}
+    for name, text in zip(words[::2], words[1::2], strict=True):
+        key = _canonical(name, store)
+        changes[key] = parse_value(specs()[key], text)
     before = store.load()
     _print_problems(before)  # what the write is about to drop or fix, said first
-    written = SettingsWriter(store).set(key, value)
+    written = SettingsWriter(store).update(changes)
     _print_new_problems(before, written)
-    entry = written.entry(key)
     note = " (needs a daemon restart to take effect)" if written.restart_required else ""
-    if entry["locked"]:
-        note = " (already the value your administrator locked)"
-    print(f"{key} = {_show(entry['value'])}{note}")
+    for key in changes:
+        entry = written.entry(key)
+        locked = " (already the value your administrator locked)" if entry["locked"] else ""
+        print(f"{key} = {_show(entry['value'])}{locked or note}")
     return 0
 
 

@@ -23,7 +23,7 @@ from vm.backends.registry import backend_names
 SCHEMA_NAME = "settings.schema.json"
 REPO_SCHEMA = Path(__file__).resolve().parents[2] / "resources" / SCHEMA_NAME
 
-_JSON_TYPE_NAMES = {
+JSON_TYPE_NAMES = {
     "boolean": "a boolean (true or false)",
     "integer": "a whole number",
     "number": "a number",
@@ -55,7 +55,7 @@ class SettingSpec:
             return "one of " + ", ".join(repr(v) for v in self.enum)
         if self.key == "HostNetworkingExcludedPorts":
             return 'a list of ports (1-65535) or port ranges like "8000-8010"'
-        return _JSON_TYPE_NAMES.get(self.json_type, self.json_type)
+        return JSON_TYPE_NAMES.get(self.json_type, self.json_type)
 
     @property
     def user_settable(self) -> bool:

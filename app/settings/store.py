@@ -36,6 +36,7 @@ from app.settings.problems import Problem
 from app.settings.schema import current_version, resolve_key, specs
 from app.settings.user_store import UserSettings, read_user_settings
 from app.settings.validate import example_text, value_error
+from app.settings.vm_options import BACKEND, OPTIONS, vm_options_problem
 
 ChangeGuard = Callable[[Mapping[str, Any]], None]
 
@@ -92,6 +93,7 @@ class SettingsStore:
         for name, value in changes.items():
             key = self.check(name, value, admin=admin)
             resolved[key] = value
+        _check_vm_options(resolved, before)
         if guard is not None:
             guard(resolved)
         # a value equal to the admin's lock is accepted but not written
@@ -208,6 +210,20 @@ class SettingsStore:
                     self.user_file,
                 )
             ) from None
+
+
+def _check_vm_options(changes: Mapping[str, Any], before: EffectiveSettings) -> None:
+    """VmOptions must fit the backend that will read them (see vm_options)."""
+    if OPTIONS not in changes and BACKEND not in changes:
+        return
+    backend = changes.get(BACKEND, before[BACKEND])
+    problem = vm_options_problem(
+        backend,
+        changes.get(OPTIONS, before[OPTIONS]),
+        key=OPTIONS if OPTIONS in changes else BACKEND,
+    )
+    if problem is not None:
+        raise SettingValueError(problem)
 
 
 def _same(a: Any, b: Any) -> bool:

@@ -9,7 +9,7 @@ from typing import Any
 from jsonschema import Draft202012Validator
 
 from app.settings.ports import port_range_error
-from app.settings.schema import SettingSpec
+from app.settings.schema import JSON_TYPE_NAMES, SettingSpec
 
 _BOUNDS = {
     "minimum": "too small: it must be at least {}",
@@ -19,7 +19,17 @@ _BOUNDS = {
 }
 
 
-def _shown(value: Any) -> str:
+def type_words(json_type: str) -> str:
+    return JSON_TYPE_NAMES.get(json_type, json_type)
+
+
+def bound_text(validator: str, limit: Any) -> str | None:
+    """ "too small: it must be at least 1" for a failed bound, None for other failures."""
+    template = _BOUNDS.get(validator)
+    return template.format(limit) if template is not None else None
+
+
+def shown(value: Any) -> str:
     try:
         text = json.dumps(value)
     except ValueError:
@@ -40,10 +50,10 @@ def value_error(spec: SettingSpec, value: Any) -> str | None:
     if not errors:
         return None
     for error in errors:
-        template = _BOUNDS.get(str(error.validator))
-        if template is not None and not error.absolute_path:
-            return f"{_shown(value)} is " + template.format(error.validator_value)
-    return f"{_shown(value)} is not {spec.type_name}"
+        bound = bound_text(str(error.validator), error.validator_value)
+        if bound is not None and not error.absolute_path:
+            return f"{shown(value)} is {bound}"
+    return f"{shown(value)} is not {spec.type_name}"
 
 
 def example_text(spec: SettingSpec) -> str:

@@ -125,9 +125,9 @@ def test_lock_released_when_admin_changes_file(tmp_path: Path) -> None:
     )
     store = store_for(tmp_path, path)
     with pytest.raises(SettingLockedError):
-        store.set("VmBackend", "attach")
+        store.set("VmBackend", "netns")
     write(path, {"configurationFileVersion": 2})
-    assert store.set("VmBackend", "attach").effective["VmBackend"] == "attach"
+    assert store.set("VmBackend", "netns").effective["VmBackend"] == "netns"
 
 
 def test_sign_in_required_comes_only_from_admin(tmp_path: Path) -> None:

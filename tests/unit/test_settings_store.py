@@ -48,8 +48,8 @@ def test_round_trip_every_settable_key(hostnet_home: Path) -> None:
         "HostNetworkingExposeAllInterfaces": True,
         "HostNetworkingExcludedPorts": [22, "8000-8010"],
         "HostNetworkingUdpIdleTimeoutSeconds": 2.5,
-        "VmBackend": "attach",
-        "VmOptions": {"address": "vsock:3:1024"},
+        "VmBackend": "qemu",
+        "VmOptions": {"memory_mib": 2048, "cpus": 2},
         "SignInProvider": "oidc",
         "DockerRegistry": "http://127.0.0.1:5000",
         "OidcIssuer": "https://login.example.com/realms/x",
@@ -108,9 +108,9 @@ def test_existing_mode_is_kept(hostnet_home: Path, mode: int) -> None:
     store = SettingsStore(user_paths())
     store.set("VmBackend", "qemu")
     os.chmod(store.user_file, mode)
-    store.set("VmBackend", "attach")
+    store.set("VmBackend", "netns")
     assert stat.S_IMODE(store.user_file.stat().st_mode) == mode
-    assert store.load()["VmBackend"] == "attach"
+    assert store.load()["VmBackend"] == "netns"
 
 
 def test_no_temp_files_left_behind(hostnet_home: Path) -> None:
@@ -276,8 +276,8 @@ def test_admin_lock_wins_and_cannot_be_changed(hostnet_home: Path) -> None:
     # setting the locked value is accepted and changes nothing
     assert store.set("UseWindowsContainers", True).changed == ()
     # an unlocked admin value is only a default: the user's own value wins
-    change = store.set("VmBackend", "attach")
-    assert change.effective["VmBackend"] == "attach"
+    change = store.set("VmBackend", "netns")
+    assert change.effective["VmBackend"] == "netns"
     assert change.effective.source("VmBackend") == "user"
     change = store.reset("VmBackend")
     assert change.effective.source("VmBackend") == "admin-default"

@@ -19,9 +19,14 @@ OPTIONS_SCHEMA: dict[str, Any] = {
     "properties": {
         "transport": {
             "type": "string",
+            "pattern": "^(vsock:[^:]+:[0-9]+|tcp:.+:[0-9]+|unix:/.+)$",
             "description": "where the agent listens: vsock:CID:PORT, tcp:HOST:PORT or unix:PATH",
         },
-        "secret_file": {"type": "string", "description": "the agent's secret file (mode 0600)"},
+        "secret_file": {
+            "type": "string",
+            "pattern": "^/",
+            "description": "the agent's secret file (mode 0600), an absolute path",
+        },
     },
     "examples": [{"transport": "vsock:3:5123", "secret_file": "/path/to/secret"}],
 }
