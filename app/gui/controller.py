@@ -11,6 +11,7 @@ from PySide6.QtWidgets import QApplication, QSystemTrayIcon
 
 from app.gui.daemon_link import DaemonLink
 from app.gui.daemon_start import read_log_tail, spawn_daemon
+from app.gui.setting_notices import setting_notice
 from app.gui.settings_window import SettingsWindow, error_text
 from app.gui.signin_dialog import SignInDialog
 from app.gui.status_banners import daemon_exit_reason
@@ -50,6 +51,7 @@ class Controller(QObject):
         self.last_notice = ""
 
         self.menu.enable_requested.connect(self.set_enabled)
+        self.menu.setting_requested.connect(self.set_setting)
         self.menu.settings_requested.connect(self.show_window)
         self.menu.sign_in_requested.connect(self.sign_in)
         self.menu.sign_out_requested.connect(self.sign_out)
@@ -60,6 +62,7 @@ class Controller(QObject):
         self.window.sign_out_requested.connect(self.sign_out)
         self.window.restart_requested.connect(self.restart)
         self.window.start_daemon_requested.connect(self.start_daemon)
+        self.window.setting_requested.connect(self.set_setting)
         self.window.applied.connect(lambda _ok, message: self._notify(message))
         self.window.closed.connect(self._window_closed)
         self.link.connection_changed.connect(self._connection_changed)
@@ -137,6 +140,23 @@ class Controller(QObject):
             self._notify(f"Could not change host networking: {error_text(exc)}")
 
         self.link.call("PUT", "/v1/settings", {ENABLED: on}, on_done=done, on_error=failed)
+
+    def set_setting(self, key: str, value: Any) -> None:
+        """One setting applied at once through the daemon (General's switches, the tray's
+        "Use Windows containers", a banner's fix); a refusal puts the controls back."""
+
+        def done(result: Any) -> None:
+            if isinstance(result, dict) and isinstance(result.get("settings"), dict):
+                self.link._set_settings(result["settings"])
+            else:
+                self.link.refresh_settings()
+            self._notify(setting_notice(key, value))
+
+        def failed(exc: Exception) -> None:
+            self.link.settings_changed.emit(self.link.settings)  # controls show the truth again
+            self._notify(f"Could not change {key}: {error_text(exc)}")
+
+        self.link.call("PUT", "/v1/settings", {key: value}, on_done=done, on_error=failed)
 
     def restart(self) -> None:
         self._notify("Restarting forwarding...")

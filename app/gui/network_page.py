@@ -22,14 +22,16 @@ from PySide6.QtWidgets import (
 )
 
 from app.gui.daemon_link import DaemonLink
-from app.gui.icons import icon
 from app.gui.ports_model import PortsModel
+from app.gui.setting_field import FieldGroup, SettingField, lock_badge
+from app.gui.setting_lock import lock_reason
 from app.gui.toggle_gate import ENABLED, ToggleGate, toggle_gate
 from app.gui.widgets import card, label, link_label, page_header
 from app.settings.ports import port_range_error
 
 EXPOSE = "HostNetworkingExposeAllInterfaces"
 EXCLUDED = "HostNetworkingExcludedPorts"
+UDP_IDLE = "HostNetworkingUdpIdleTimeoutSeconds"
 
 
 def parse_ports(text: str) -> tuple[list[int | str], str]:
@@ -125,6 +127,22 @@ class NetworkPage(QWidget):
         )
         layout.addWidget(box)
 
+        # More network settings, each a SettingField in self.fields: the UDP idle timeout
+        # now; the data path and the container engine add theirs with add_setting().
+        more, self.more_layout = card()
+        more.setAccessibleName("More network settings")
+        self.more_layout.addWidget(label("Forwarding", "SectionTitle", wrap=False))
+        self.fields = FieldGroup()
+        self.add_setting(
+            SettingField(
+                link,
+                UDP_IDLE,
+                "UDP idle timeout (seconds)",
+                "A UDP flow with no datagram for this long is closed.",
+            )
+        )
+        layout.addWidget(more)
+
         heading = QHBoxLayout()
         ports_title = label("Forwarded ports", "SectionTitle", wrap=False)
         heading.addWidget(ports_title)
@@ -162,12 +180,19 @@ class NetworkPage(QWidget):
 
     @staticmethod
     def _lock_badge() -> QLabel:
-        badge = QLabel()
-        badge.setPixmap(icon("lock").pixmap(14, 14))
-        badge.setToolTip("Locked by your administrator")
-        badge.setAccessibleName("Locked by your administrator")
-        badge.setVisible(False)
-        return badge
+        return lock_badge()
+
+    def add_setting(self, field: SettingField) -> SettingField:
+        """Put FIELD in "More network settings": shown, locked, checked and staged like the
+        rest of the page, and sent with "Apply & restart"."""
+        self.fields.add(field)
+        self.more_layout.addWidget(field)
+        field.edited.connect(self.staged_changed.emit)
+        field.refresh(force=True)
+        return field
+
+    def changes(self) -> dict[str, Any]:
+        return {**self.staged, **self.fields.changes()}
 
     # -- staging ------------------------------------------------------------------------------
 
@@ -208,7 +233,7 @@ class NetworkPage(QWidget):
     _refreshing = False
 
     def is_valid(self) -> bool:
-        return not self._invalid
+        return not self._invalid and self.fields.is_valid()
 
     def discard(self) -> None:
         self.staged.clear()
@@ -219,6 +244,10 @@ class NetworkPage(QWidget):
         self.excluded.style().polish(self.excluded)
         self.refresh(force_text=True)
         self.staged_changed.emit()
+
+    def applied(self) -> None:
+        self.staged.clear()
+        self.refresh(force_text=True)
 
     # -- showing the daemon's state -------------------------------------------------------------
 
@@ -242,8 +271,12 @@ class NetworkPage(QWidget):
             self.excluded.setEnabled(known and not link.locked(EXCLUDED))
         finally:
             self._refreshing = False
-        self.expose_lock.setVisible(link.locked(EXPOSE))
-        self.excluded_lock.setVisible(link.locked(EXCLUDED))
+        for key, badge in ((EXPOSE, self.expose_lock), (EXCLUDED, self.excluded_lock)):
+            reason = lock_reason(link.setting(key))
+            badge.setVisible(bool(reason))
+            badge.setToolTip(reason)
+            badge.setAccessibleName(reason or "Locked by your administrator")
+        self.fields.refresh(force_text)
         self._show_reason()
 
     def _show_reason(self) -> None:

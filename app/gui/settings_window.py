@@ -1,11 +1,13 @@
-"""The settings window, in Docker Desktop's shape: a sidebar (General, Resources > Network,
-Account), banners above the page, and a footer with the state and "Apply & restart"."""
+"""The settings window, in Docker Desktop's shape: a sidebar (General, Resources > Advanced
+and Network, Account), banners above the page, and a footer with the state and "Apply &
+restart", which sends every page's staged changes in one call."""
 
 from __future__ import annotations
 
-from typing import Any
+from collections.abc import Callable
+from typing import Any, Protocol
 
-from PySide6.QtCore import Signal
+from PySide6.QtCore import Signal, SignalInstance
 from PySide6.QtGui import QCloseEvent, QKeySequence, QShortcut
 from PySide6.QtWidgets import (
     QFrame,
@@ -24,12 +26,13 @@ from PySide6.QtWidgets import (
 
 from app.control_client import ControlError, DaemonUnavailable
 from app.gui.account_page import AccountPage, user_text
+from app.gui.advanced_page import AdvancedPage
 from app.gui.banner import Banner, BannerArea
 from app.gui.daemon_link import DaemonLink
 from app.gui.general_page import GeneralPage
 from app.gui.icons import icon
 from app.gui.network_page import NetworkPage
-from app.gui.status_banners import ActionMap, banner_specs
+from app.gui.status_banners import TURN_OFF, ActionMap, banner_specs
 from app.gui.tray import TrayMenu
 from app.gui.widgets import label, scrolling
 
@@ -40,7 +43,22 @@ PILL_TEXT = {
     "error": "● Error",
     "lost": "● Daemon not running",
 }
-PAGES = ("general", "network", "account")
+PAGES = ("general", "advanced", "network", "account")
+
+
+class StagingPage(Protocol):
+    """A page whose changes wait for "Apply & restart"."""
+
+    @property
+    def staged_changed(self) -> SignalInstance: ...
+
+    def changes(self) -> dict[str, Any]: ...
+
+    def is_valid(self) -> bool: ...
+
+    def discard(self) -> None: ...
+
+    def applied(self) -> None: ...
 
 
 def error_text(exc: Exception) -> str:
@@ -54,6 +72,7 @@ class SettingsWindow(QMainWindow):
     sign_out_requested = Signal()
     restart_requested = Signal()
     start_daemon_requested = Signal()
+    setting_requested = Signal(str, object)  # one setting, applied at once
     applied = Signal(bool, str)  # ok, message
     closed = Signal()
 
@@ -90,9 +109,11 @@ class SettingsWindow(QMainWindow):
         content_layout.addLayout(banner_wrap)
         self.stack = QStackedWidget()
         self.general = GeneralPage(link)
+        self.advanced = AdvancedPage(link)
         self.network = NetworkPage(link)
         self.account = AccountPage(link)
-        for page in (self.general, self.network, self.account):
+        self.staging: tuple[StagingPage, ...] = (self.advanced, self.network, self.account)
+        for page in (self.general, self.advanced, self.network, self.account):
             self.stack.addWidget(scrolling(page))
         content_layout.addWidget(self.stack, 1)
         body.addWidget(content, 1)
@@ -100,7 +121,9 @@ class SettingsWindow(QMainWindow):
         outer.addWidget(self._footer())
         self.setCentralWidget(root)
 
-        self.network.staged_changed.connect(self._update_footer)
+        for staging in self.staging:
+            staging.staged_changed.connect(self._update_footer)
+        self.general.setting_requested.connect(self.setting_requested.emit)
         self.network.sign_in_requested.connect(self.sign_in_requested.emit)
         self.account.sign_in_requested.connect(self.sign_in_requested.emit)
         self.account.sign_out_requested.connect(self.sign_out_requested.emit)
@@ -162,12 +185,15 @@ class SettingsWindow(QMainWindow):
         general.setIcon(0, icon("general"))
         resources = QTreeWidgetItem(tree, ["Resources"])
         resources.setIcon(0, icon("resources"))
+        advanced = QTreeWidgetItem(resources, ["Advanced"])
+        advanced.setIcon(0, icon("resources"))
         network = QTreeWidgetItem(resources, ["Network"])
         network.setIcon(0, icon("network"))
         account = QTreeWidgetItem(tree, ["Account"])
         account.setIcon(0, icon("account"))
         resources.setExpanded(True)
-        self.items = {"general": general, "resources": resources, "network": network}
+        self.items = {"general": general, "resources": resources, "advanced": advanced}
+        self.items["network"] = network
         self.items["account"] = account
         tree.currentItemChanged.connect(self._section_chosen)
         return tree
@@ -236,7 +262,10 @@ class SettingsWindow(QMainWindow):
         actions: ActionMap = {
             "start-daemon": ("Start daemon", self.start_daemon_requested.emit),
             "restart": ("Restart", self.restart_requested.emit),
+            "sign-in": ("Sign in...", self.sign_in_requested.emit),
         }
+        for key, text in TURN_OFF.items():
+            actions[f"turn-off:{key}"] = (text, self._turn_off(key))
         specs = banner_specs(
             connected=link.connected,
             lost_message=link.lost_message,
@@ -251,6 +280,9 @@ class SettingsWindow(QMainWindow):
         )
         self._update_footer()
 
+    def _turn_off(self, key: str) -> Callable[[], None]:
+        return lambda: self.setting_requested.emit(key, False)
+
     def banner_texts(self) -> list[str]:
         return [banner.text() for banner in self.banners.banners]
 
@@ -261,11 +293,22 @@ class SettingsWindow(QMainWindow):
             self.user_chip.setText(f"Signed in as {user_text(session)}")
         self.header_sign_in.setVisible(session is None)
 
+    def changes(self) -> dict[str, Any]:
+        """Every page's staged changes, sent together by "Apply & restart"."""
+        out: dict[str, Any] = {}
+        for staging in self.staging:
+            out.update(staging.changes())
+        return out
+
+    def is_valid(self) -> bool:
+        return all(staging.is_valid() for staging in self.staging)
+
     def _update_footer(self) -> None:
-        staged = bool(self.network.staged)
-        can_apply = staged and self.network.is_valid() and self.link.connected and not self.applying
+        staged = bool(self.changes())
+        valid = self.is_valid()
+        can_apply = staged and valid and self.link.connected and not self.applying
         self.apply_button.setEnabled(can_apply)
-        self.cancel_button.setEnabled((staged or not self.network.is_valid()) and not self.applying)
+        self.cancel_button.setEnabled((staged or not valid) and not self.applying)
         if staged and not self.applying:
             self.footer_message.setText("You have changes that are not applied yet.")
             self.footer_message.setStyleSheet("")
@@ -273,7 +316,8 @@ class SettingsWindow(QMainWindow):
     # -- apply and cancel -----------------------------------------------------------------------
 
     def discard(self) -> None:
-        self.network.discard()
+        for staging in self.staging:
+            staging.discard()
         self._say("")
 
     def _say(self, text: str, error: bool = False) -> None:
@@ -288,8 +332,8 @@ class SettingsWindow(QMainWindow):
         self._update_footer()
 
     def apply(self) -> None:
-        changes = dict(self.network.staged)
-        if not changes or self.applying or not self.network.is_valid():
+        changes = self.changes()
+        if not changes or self.applying or not self.is_valid():
             return
         self._busy(True, "Saving settings...")
         self.link.call(
@@ -299,8 +343,8 @@ class SettingsWindow(QMainWindow):
     def _saved(self, result: Any) -> None:
         if isinstance(result, dict) and isinstance(result.get("settings"), dict):
             self.link._set_settings(result["settings"])
-        self.network.staged.clear()
-        self.network.refresh(force_text=True)
+        for staging in self.staging:
+            staging.applied()
         if isinstance(result, dict) and result.get("restart_required"):
             self._busy(True, "Restarting forwarding...")
             self.link.call("POST", "/v1/restart", on_done=self._done, on_error=self._apply_failed)

@@ -14,7 +14,27 @@ class BannerSpec:
     title: str
     body: str = ""
     fix: str = ""
-    action: str = ""  # "start-daemon", "restart" or ""
+    action: str = ""  # "start-daemon", "restart", "sign-in", "turn-off:KEY" or ""
+
+
+# the refusals the app can fix itself, when the setting is not locked by an administrator
+TURN_OFF = {
+    "EnhancedContainerIsolation": "Turn off Enhanced Container Isolation",
+    "UseWindowsContainers": "Switch to Linux containers",
+}
+
+
+def _refusal(reason: dict[str, Any]) -> BannerSpec:
+    setting = str(reason.get("setting", ""))
+    title = f"Host networking is refused: {setting}"
+    problem, fix = str(reason.get("problem", "")), str(reason.get("fix", ""))
+    if reason.get("source") != "admin-locked" and setting in TURN_OFF:
+        return BannerSpec(
+            "error", title, problem, f"{TURN_OFF[setting]} here.", f"turn-off:{setting}"
+        )
+    if setting == "SignInRequired":
+        return BannerSpec("error", title, problem, "Sign in here.", "sign-in")
+    return BannerSpec("error", title, problem, fix)
 
 
 def banner_specs(
@@ -36,15 +56,7 @@ def banner_specs(
     specs: list[BannerSpec] = []
     state = status.get("state")
     if state == "refused":
-        for reason in status.get("reasons") or []:
-            specs.append(
-                BannerSpec(
-                    "error",
-                    f"Host networking is refused: {reason.get('setting', '')}",
-                    str(reason.get("problem", "")),
-                    str(reason.get("fix", "")),
-                )
-            )
+        specs.extend(_refusal(reason) for reason in status.get("reasons") or [])
     elif state == "error":
         vm = status.get("vm") or {}
         agent = status.get("agent") or {}

@@ -5,6 +5,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
+from app.gui.setting_lock import lock_reason
+
 ENABLED = "HostNetworkingEnabled"
 
 
@@ -27,13 +29,7 @@ def toggle_gate(
     if not connected:
         return ToggleGate(False, ("The hostnet daemon is not running.",))
     if enabled_setting.get("locked"):
-        value = "on" if enabled_setting.get("value") else "off"
-        origin = enabled_setting.get("origin") or "the admin settings file"
-        return ToggleGate(
-            False,
-            (f"Locked {value} by your administrator in {origin}.",),
-            locked=True,
-        )
+        return ToggleGate(False, (lock_reason(enabled_setting),), locked=True)
     reasons = tuple(
         f"Blocked by {r.get('setting', 'a setting')}: {r.get('fix', '')}".strip()
         for r in status.get("reasons") or []

@@ -6,14 +6,19 @@ from __future__ import annotations
 
 from typing import Any
 
-from PySide6.QtCore import QObject, QUrl, Signal
+from PySide6.QtCore import QObject, QUrl, Signal, Slot
 from PySide6.QtGui import QAction, QDesktopServices, QGuiApplication
 from PySide6.QtWidgets import QMenu, QSystemTrayIcon
 
 from app.gui.account_page import user_text
 from app.gui.daemon_link import DaemonLink
 from app.gui.icons import icon, tray_icon_name
+from app.gui.setting_lock import lock_reason
+from app.gui.setting_notices import LINUX_ONLY
 from app.gui.toggle_gate import ENABLED, toggle_gate
+
+WINDOWS_CONTAINERS = "UseWindowsContainers"
+WINDOWS_CONTAINERS_TEXT = "Use Windows containers"
 
 STATUS_LINES = {
     "on": "Host networking is on",
@@ -49,6 +54,7 @@ class TrayMenu(QMenu):
     """The tray's menu; actions are named for tests and for screen readers."""
 
     enable_requested = Signal(bool)
+    setting_requested = Signal(str, object)  # key, value: applied at once, like the toggle
     settings_requested = Signal()
     sign_in_requested = Signal()
     sign_out_requested = Signal()
@@ -65,7 +71,12 @@ class TrayMenu(QMenu):
         self.addSeparator()
         self.enable_action = self._action("Enable host networking")
         self.enable_action.setCheckable(True)
-        self.enable_action.triggered.connect(self.enable_requested.emit)
+        # QAction.triggered has a no-argument overload, and PySide picks it for a bare
+        # ``signal.emit``; the slot reads the check state itself instead.
+        self.enable_action.triggered.connect(self._enable_triggered)
+        self.windows_action = self._action(WINDOWS_CONTAINERS_TEXT)
+        self.windows_action.setCheckable(True)
+        self.windows_action.triggered.connect(self._windows_triggered)
         self.ports_menu = QMenu("Forwarded ports", self)
         self.ports_menu.setAccessibleName("Forwarded ports")
         self.addMenu(self.ports_menu)
@@ -93,6 +104,16 @@ class TrayMenu(QMenu):
             signal.connect(self.refresh)
         self.refresh()
 
+    @Slot()
+    def _enable_triggered(self) -> None:
+        """The check mark flips before the daemon agrees; ``refresh`` puts it back to the
+        setting's value if the change is refused."""
+        self.enable_requested.emit(self.enable_action.isChecked())
+
+    @Slot()
+    def _windows_triggered(self) -> None:
+        self.setting_requested.emit(WINDOWS_CONTAINERS, self.windows_action.isChecked())
+
     def _action(self, text: str, enabled: bool = True) -> QAction:
         action = QAction(text, self)
         action.setEnabled(enabled)
@@ -119,6 +140,11 @@ class TrayMenu(QMenu):
         self.enable_action.setEnabled(gate.enabled and bool(link.settings))
         self.enable_action.setToolTip(gate.reason_text)
         self.enable_action.setStatusTip(gate.reason_text)
+        windows = link.setting(WINDOWS_CONTAINERS)
+        self.windows_action.setChecked(bool(windows.get("value")))
+        locked = bool(windows.get("locked"))
+        self.windows_action.setEnabled(link.connected and bool(windows) and not locked)
+        self.windows_action.setToolTip(lock_reason(windows) or LINUX_ONLY)
         self.sign_in_action.setVisible(session is None)
         self.sign_out_action.setVisible(session is not None)
         self.restart_action.setEnabled(link.connected)
