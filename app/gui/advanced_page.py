@@ -114,6 +114,7 @@ class AdvancedPage(QWidget):
         self.link = link
         self.editors: list[OptionEditor] = []
         self._daemon_view: tuple[str, str] = ("", "")
+        self.dirty = False  # the person changed something since the daemon's view was shown
         self._refreshing = False
         layout = QVBoxLayout(self)
         layout.setContentsMargins(28, 22, 28, 16)
@@ -216,6 +217,7 @@ class AdvancedPage(QWidget):
         return out
 
     def _edited(self) -> None:
+        self.dirty = True
         for editor in self.editors:
             editor.check()
         whole = "" if self._option_errors() else (vm_options_error(self.chosen(), self.options()))
@@ -231,7 +233,7 @@ class AdvancedPage(QWidget):
 
     def changes(self) -> dict[str, Any]:
         """VmBackend and VmOptions together (they are checked together), when either differs."""
-        if not self.is_valid():
+        if not self.dirty or not self.is_valid():
             return {}
         backend, options = self.chosen(), self.options()
         current = self.link.value(OPTIONS) or {}
@@ -253,10 +255,11 @@ class AdvancedPage(QWidget):
 
     def refresh(self, force: bool = False) -> None:
         link = self.link
-        editing = not force and (bool(self.changes()) or not self.is_valid())
+        editing = self.dirty and not force
         daemon_view = (str(link.value(BACKEND) or ""), repr(link.value(OPTIONS)))
         if not editing and (force or daemon_view != self._daemon_view):
             self._daemon_view = daemon_view
+            self.dirty = False
             self._refreshing = True
             try:
                 self.backend.setCurrentIndex(max(self.backend.findData(daemon_view[0]), 0))

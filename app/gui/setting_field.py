@@ -71,6 +71,7 @@ class SettingField(QWidget):
         self.key = key
         self.spec = specs()[key]
         self.error = ""
+        self.dirty = False  # the person edited it since the daemon's value was shown
         self._refreshing = False
         layout = QVBoxLayout(self)
         layout.setContentsMargins(0, 0, 0, 0)
@@ -118,8 +119,8 @@ class SettingField(QWidget):
         return parse_value(self.spec, editor.text())
 
     def change(self) -> tuple[bool, Any]:
-        """(True, value) when the editor holds a valid value other than the daemon's."""
-        if self.error:
+        """(True, value) when the person typed a valid value other than the daemon's."""
+        if self.error or not self.dirty:
             return False, None
         try:
             value = self.typed()
@@ -132,6 +133,7 @@ class SettingField(QWidget):
     def _changed(self, *_args: Any) -> None:
         if self._refreshing:
             return
+        self.dirty = True
         try:
             self.typed()
         except SettingValueError as exc:
@@ -148,10 +150,11 @@ class SettingField(QWidget):
     def refresh(self, force: bool = False) -> None:
         """Show the daemon's value unless the person is editing this field."""
         entry = self.link.setting(self.key)
-        editing = self.changed_or_invalid() and not force
+        editing = self.dirty and not force
         self._refreshing = True
         try:
             if not editing:
+                self.dirty = False
                 self._show(entry.get("value", self.spec.default))
                 self.error = ""
                 self.error_label.setVisible(False)
@@ -165,9 +168,6 @@ class SettingField(QWidget):
         self.lock.setVisible(locked)
         self.lock.setToolTip(reason or "Locked by your administrator")
         self.lock.setAccessibleName(reason or "Locked by your administrator")
-
-    def changed_or_invalid(self) -> bool:
-        return bool(self.error) or self.change()[0]
 
     def _show(self, value: Any) -> None:
         editor = self.editor

@@ -155,22 +155,28 @@ def test_an_admin_lock_disables_the_toggle_with_the_reason(
 
 
 @pytest.mark.parametrize(
-    ("key", "fix_words"),
+    ("key", "button_text"),
     [
-        ("EnhancedContainerIsolation", "hostnet settings set EnhancedContainerIsolation false"),
-        ("UseWindowsContainers", "switch to Linux containers"),
+        ("EnhancedContainerIsolation", "Turn off Enhanced Container Isolation"),
+        ("UseWindowsContainers", "Switch to Linux containers"),
     ],
 )
-def test_a_refusal_shows_a_banner_with_the_fix(
-    daemon_factory: DaemonFactory, app_factory: AppFactory, home: Paths, key: str, fix_words: str
+def test_a_refusal_banner_offers_the_fix_as_a_button(
+    daemon_factory: DaemonFactory,
+    app_factory: AppFactory,
+    home: Paths,
+    key: str,
+    button_text: str,
+    qtbot: Any,
 ) -> None:
-    daemon_factory()
+    daemon = daemon_factory()
     app = app_factory()
     write_user_settings(home.config_dir.parent, {"HostNetworkingEnabled": True, key: True})
     pump_until(lambda: app.link.state == "refused", 10, "the refusal")
     pump_until(lambda: f"Host networking is refused: {key}" in banner_text(app), 5, "banner")
     text = banner_text(app)
-    assert fix_words in text and "Fix:" in text
+    assert f"Fix: {button_text} here." in text
+    assert "hostnet settings set" not in text  # the app makes the fix; no CLI text
     page = app.window.network
     assert not page.toggle.isEnabled()
     assert f"Blocked by {key}" in page.toggle_reason.text()
@@ -180,6 +186,41 @@ def test_a_refusal_shows_a_banner_with_the_fix(
     tray = Tray(app.link, app.menu)  # where the desktop has a tray, its icon says the same
     assert tray.icon_name() == "tray-refused"
     assert tray.icon.toolTip() == "hostnet: Host networking is refused"
+
+    buttons = [b.button for b in app.window.banners.banners if b.button is not None]
+    assert [b.text() for b in buttons] == [button_text]
+    qtbot.mouseClick(buttons[0], Qt.MouseButton.LeftButton)
+    pump_until(lambda: app.link.state != "refused", 10, "the fix to lift the refusal")
+    assert daemon.client.get("/v1/settings")["settings"][key]["value"] is False
+    pump_until(lambda: "refused" not in banner_text(app), 5, "the banner to go")
+
+
+def test_a_locked_refusal_keeps_the_administrators_fix_and_no_button(
+    daemon_factory: DaemonFactory, app_factory: AppFactory, home: Paths
+) -> None:
+    admin = {
+        "configurationFileVersion": 2,
+        "EnhancedContainerIsolation": {"locked": True, "value": True},
+    }
+    daemon_factory()  # a refused start exits; the lock comes while it runs
+    app = app_factory()
+    admin_file = home.config_dir.parent / "admin-settings.json"
+    staged = admin_file.with_suffix(".tmp")
+    staged.write_text(json.dumps(admin))
+    staged.replace(admin_file)
+    write_user_settings(home.config_dir.parent, {"HostNetworkingEnabled": True})
+    pump_until(lambda: app.link.state == "refused", 10, "the refusal")
+    text = banner_text(app)
+    assert "Ask your administrator" in text
+    assert all(b.button is None for b in app.window.banners.banners)
+    general = app.window.general
+    switch = general.switches["EnhancedContainerIsolation"]
+    assert switch.isChecked() and not switch.isEnabled()
+    reason = f"Locked on by your administrator in {admin_file}."
+    assert switch.toolTip() == reason
+    assert not general.locks["EnhancedContainerIsolation"].isHidden()
+    assert general.locks["EnhancedContainerIsolation"].accessibleName() == reason
+    assert general.switches["UseWindowsContainers"].isEnabled()
 
 
 def test_a_bad_settings_file_shows_the_problem_and_the_fix(
