@@ -75,12 +75,7 @@ def tray_host() -> Iterator[dict[str, str]]:
     try:
         screen = ["-screen", "0", "1280x800x24", "-nolisten", "tcp"]
         xvfb = start(["Xvfb", f":{number}", *screen], "x.log")
-        _wait(
-            lambda: xvfb.poll() is None and Path(f"/tmp/.X11-unix/X{number}").exists(),
-            20,
-            "Xvfb",
-            folder / "x.log",
-        )
+        _wait(lambda: xvfb.poll() is None and _answers(env), 20, "Xvfb", folder / "x.log")
         start(["openbox", "--sm-disable"], "openbox.log")
         _wait(lambda: _wm_check(env), 30, "openbox", folder / "openbox.log")
         start(["tint2", "-c", str(config)], "tint2.log")
@@ -95,6 +90,12 @@ def tray_host() -> Iterator[dict[str, str]]:
                 proc.kill()
                 proc.wait(5)
         shutil.rmtree(folder, ignore_errors=True)
+
+
+def _answers(env: dict[str, str]) -> bool:
+    """The X server accepts clients (its socket file alone may be a stale one)."""
+    probe = subprocess.run(["xprop", "-root", "-len", "0"], env=env, capture_output=True)
+    return probe.returncode == 0
 
 
 def _wm_check(env: dict[str, str]) -> bool:
