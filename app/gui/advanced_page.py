@@ -62,7 +62,7 @@ class OptionEditor:
 
     def __init__(self, backend: str, name: str, prop: dict[str, Any]) -> None:
         self.backend, self.name, self.prop = backend, name, prop
-        title = str(prop.get("title", name))
+        title = str(prop.get("title", name))  # the key users type in VmOptions
         self.widget: QComboBox | QLineEdit
         if prop.get("enum"):
             combo = QComboBox()

@@ -137,7 +137,7 @@ class SettingField(QWidget):
         try:
             self.typed()
         except SettingValueError as exc:
-            self.error = exc.problem.message
+            self.error = exc.setting.message
         else:
             self.error = ""
         self.error_label.setText(self.error)

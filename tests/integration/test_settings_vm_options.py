@@ -39,9 +39,9 @@ def test_a_bad_memory_size_is_refused_by_the_cli(hostnet_home: Path) -> None:
     run = hostnet("settings", "set", "VmOptions", '{"memory_mib": "lots"}')
     assert run.returncode == 2
     assert run.stderr.splitlines() == [
-        'hostnet: settings: VmOptions: VmOptions for the qemu backend: memory_mib="lots" is '
+        'hostnet settings set: VmOptions: VmOptions for the qemu backend: memory_mib="lots" is '
         "not a whole number.",
-        """Example: `hostnet settings set VmOptions '{"memory_mib": 128}'`.""",
+        """Example: `hostnet settings set VmOptions '{"memory_mib": 1024}'`.""",
     ]
     assert on_disk() == before
 
@@ -55,8 +55,12 @@ def test_a_bad_memory_size_is_refused_by_the_cli(hostnet_home: Path) -> None:
         ("qemu", {"bogus": 1}, "there is no option 'bogus'; it takes accel,"),
         ("netns", {"cpus": 2}, "it takes no options, and 'cpus' is one"),
         ("attach", {"transport": "vsock:ANY:5123"}, "the attach backend needs secret_file"),
-        ("attach", {"transport": "ssh://vm", "secret_file": "/s"}, "is not a valid agent address"),
-        ("attach", {"transport": "tcp:10.0.0.2:5123", "secret_file": "s"}, "secret file"),
+        (
+            "attach",
+            {"transport": "ssh://vm", "secret_file": "/s"},
+            "is not valid: where the agent listens",
+        ),
+        ("attach", {"transport": "tcp:10.0.0.2:5123", "secret_file": "s"}, "an absolute path"),
     ],
 )
 def test_options_that_do_not_fit_the_backend_are_refused(
@@ -68,8 +72,8 @@ def test_options_that_do_not_fit_the_backend_are_refused(
     assert error is not None and words in error
     with pytest.raises(SettingValueError) as caught:
         store.update({"VmBackend": backend, "VmOptions": options})
-    assert words in caught.value.problem.message
-    assert caught.value.problem.fix.startswith("Example: `hostnet settings set VmOptions '")
+    assert words in caught.value.setting.message
+    assert caught.value.setting.fix.startswith("Example: `hostnet settings set VmOptions '")
 
 
 def test_switching_backend_checks_the_options_and_both_can_change_at_once(
