@@ -53,6 +53,8 @@ def value_error(spec: SettingSpec, value: Any) -> str | None:
         bound = bound_text(str(error.validator), error.validator_value)
         if bound is not None and not error.absolute_path:
             return f"{shown(value)} is {bound}"
+        if error.validator == "pattern" and not error.absolute_path:
+            return f"{shown(value)} does not have the form of {example_text(spec)}"
     return f"{shown(value)} is not {spec.type_name}"
 
 
