@@ -131,9 +131,9 @@ class Controller(QObject):
     def set_enabled(self, on: bool) -> None:
         """The tray's switch: applied at once (the window stages; the tray does not)."""
 
-        def done(_result: Any) -> None:
+        def done(result: Any) -> None:
+            self.link.take_settings(result)
             self._notify("Host networking is turning on." if on else "Host networking is off.")
-            self.link.refresh_settings()
 
         def failed(exc: Exception) -> None:
             self.menu.refresh()
@@ -146,10 +146,7 @@ class Controller(QObject):
         "Use Windows containers", a banner's fix); a refusal puts the controls back."""
 
         def done(result: Any) -> None:
-            if isinstance(result, dict) and isinstance(result.get("settings"), dict):
-                self.link._set_settings(result["settings"])
-            else:
-                self.link.refresh_settings()
+            self.link.take_settings(result)
             self._notify(setting_notice(key, value))
 
         def failed(exc: Exception) -> None:

@@ -113,6 +113,13 @@ class DaemonLink(QObject):
     def refresh_settings(self) -> None:
         self.call("GET", "/v1/settings", on_done=self._set_settings, on_error=lambda exc: None)
 
+    def take_settings(self, put_result: Any) -> None:
+        """A settings PUT answers with the settings now in effect; without them, ask again."""
+        if isinstance(put_result, dict) and isinstance(put_result.get("settings"), dict):
+            self._set_settings(put_result["settings"])
+        else:
+            self.refresh_settings()
+
     def refresh_session(self) -> None:
         paths = self.paths
         self.workers.run(lambda: current_session(paths), self._set_session, lambda exc: None)

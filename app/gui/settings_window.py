@@ -341,8 +341,7 @@ class SettingsWindow(QMainWindow):
         )
 
     def _saved(self, result: Any) -> None:
-        if isinstance(result, dict) and isinstance(result.get("settings"), dict):
-            self.link._set_settings(result["settings"])
+        self.link.take_settings(result)
         for staging in self.staging:
             staging.applied()
         if isinstance(result, dict) and result.get("restart_required"):

@@ -73,7 +73,7 @@ def tray_host() -> Iterator[dict[str, str]]:
         return proc
 
     try:
-        screen = ["-screen", "0", "1280x800x24", "-nolisten", "tcp"]
+        screen = ["-screen", "0", "1280x800x24", "-nolisten", "tcp", "-noreset"]
         xvfb = start(["Xvfb", f":{number}", *screen], "x.log")
         _wait(lambda: xvfb.poll() is None and _answers(env), 20, "Xvfb", folder / "x.log")
         start(["openbox", "--sm-disable"], "openbox.log")
@@ -93,7 +93,9 @@ def tray_host() -> Iterator[dict[str, str]]:
 
 
 def _answers(env: dict[str, str]) -> bool:
-    """The X server accepts clients (its socket file alone may be a stale one)."""
+    """The X server accepts clients (its socket file alone may be a stale one). Xvfb runs
+    with -noreset: without it, this probe leaving would reset the server under the next
+    client."""
     probe = subprocess.run(["xprop", "-root", "-len", "0"], env=env, capture_output=True)
     return probe.returncode == 0
 

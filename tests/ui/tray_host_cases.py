@@ -116,13 +116,13 @@ def test_enable_and_windows_containers_by_real_clicks_and_by_trigger(
     choose(app, "Enable host networking")
     pump_until(lambda: app.link.state == "on", 15, "host networking on")
     assert setting(daemon, "HostNetworkingEnabled") is True
-    assert enable.isChecked()
+    pump_until(enable.isChecked, 5, "the check mark to follow the setting")
     assert app.tray is not None and app.tray.icon_name() == "tray-on"
 
     enable.trigger()  # the menu's own path, as a keyboard or accessibility tool uses it
     pump_until(lambda: app.link.state == "off", 15, "host networking off")
     assert setting(daemon, "HostNetworkingEnabled") is False
-    assert not enable.isChecked()
+    pump_until(lambda: not enable.isChecked(), 5, "the check mark to follow the setting")
     enable.trigger()
     pump_until(lambda: app.link.state == "on", 15, "host networking on again")
 
