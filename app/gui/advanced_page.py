@@ -72,11 +72,11 @@ class OptionEditor:
             self.widget = combo
         else:
             line = QLineEdit()
-            examples = prop.get("examples")
-            line.setPlaceholderText(f"default (e.g. {examples[0]})" if examples else "default")
+            line.setPlaceholderText(str(prop.get("description") or "default"))
             self.widget = line
+        self.description = str(prop.get("description", ""))
         self.widget.setAccessibleName(title)
-        self.widget.setAccessibleDescription(f"VmOptions {name}")
+        self.widget.setAccessibleDescription(self.description or f"VmOptions {name}")
         self.error_label = label("", "FieldError")
         self.error_label.setAccessibleName(f"{title}: problem")
         self.error_label.setVisible(False)
@@ -275,16 +275,16 @@ class AdvancedPage(QWidget):
         link = self.link
         known = link.connected and bool(link.settings)
         for key, badge, widgets in (
-            (BACKEND, self.backend_lock, [self.backend]),
-            (OPTIONS, self.options_lock, [e.widget for e in self.editors]),
+            (BACKEND, self.backend_lock, [(self.backend, "")]),
+            (OPTIONS, self.options_lock, [(e.widget, e.description) for e in self.editors]),
         ):
             reason = lock_reason(link.setting(key))
             badge.setVisible(bool(reason))
             badge.setToolTip(reason)
             badge.setAccessibleName(reason or "Locked by your administrator")
-            for widget in widgets:
+            for widget, description in widgets:
                 widget.setEnabled(known and not reason)
-                widget.setToolTip(reason)
+                widget.setToolTip(reason or description)
 
     def _show_marker(self) -> None:
         pending = bool(self.changes()) or bool(self.link.status.get("restart_pending"))

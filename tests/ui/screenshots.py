@@ -136,6 +136,18 @@ def refuse(daemon: RunningDaemon, home: Path) -> None:
     write_user_settings(home, {"HostNetworkingEnabled": True, "EnhancedContainerIsolation": True})
 
 
+def stage_qemu(controller: Any) -> bool:
+    """Choose QEMU with a few options, so the page shows them and "restart needed"."""
+    page = controller.window.advanced
+    page.backend.setCurrentIndex(page.backend.findData("qemu"))
+    editors = {editor.name: editor.widget for editor in page.editors}
+    editors["cpus"].setText("2")
+    editors["memory_mib"].setText("2048")
+    editors["accel"].setCurrentIndex(editors["accel"].findData("tcg"))
+    page._edited()  # what typing does (setText alone does not emit textEdited)
+    return bool(page.changes())
+
+
 def main() -> int:
     with display():
         from PySide6.QtWidgets import QApplication
@@ -171,6 +183,22 @@ def main() -> int:
                 "HostNetworkingExposeAllInterfaces": {"locked": True, "value": False},
             },
             signed_in=True,
+        )
+        shoot(
+            "general-eci-refused",
+            settings={"HostNetworkingEnabled": False},
+            signed_in=True,
+            then=refuse,
+            ready=lambda c: c.link.state == "refused",
+            page="general",
+        )
+        shoot(
+            "advanced",
+            settings={"HostNetworkingEnabled": True},
+            signed_in=True,
+            ready=lambda c: c.link.state == "on",
+            after_ready=stage_qemu,
+            page="advanced",
         )
         shoot("account", settings={"HostNetworkingEnabled": False}, signed_in=True, page="account")
         shoot("sign-in", settings={"HostNetworkingEnabled": False}, sign_in_dialog=True)

@@ -76,6 +76,7 @@ def test_switch_to_qemu_with_apply_and_restart(
         env=daemon.env, capture_output=True, text=True, timeout=60, check=False,
     )  # fmt: skip
     assert started.returncode == 0, started.stderr
+
     def in_the_table() -> bool:
         return any(
             e["port"] == port and e["host_address"] == "127.0.0.1" and e["state"] == "active"
