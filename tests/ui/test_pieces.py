@@ -51,7 +51,10 @@ def test_banners_for_lost_refused_problems_and_restart() -> None:
     }
     specs = banner_specs(connected=True, lost_message="", daemon_said="", status=status)
     assert [b.kind for b in specs] == ["error", "warning", "info"]
-    assert specs[0].fix == "off" and specs[1].title == "Problem in /s"
+    assert (
+        specs[0].fix == "Turn off Enhanced Container Isolation here."
+        and specs[1].title == "Problem in /s"
+    )
     assert specs[1].body == "VmBackend: bad"
 
 
@@ -72,3 +75,35 @@ def test_excluded_ports_parse_and_show() -> None:
 def test_addresses_and_sizes() -> None:
     assert address("::1", 80) == "[::1]:80" and address("127.0.0.1", 80) == "127.0.0.1:80"
     assert human_bytes(12) == "12 B" and human_bytes(2048) == "2.0 KB"
+
+
+def test_a_refusal_the_app_can_fix_gets_a_button_and_a_locked_one_does_not() -> None:
+    from app.gui.status_banners import TURN_OFF
+
+    reasons = [
+        {"setting": "EnhancedContainerIsolation", "source": "user", "problem": "p", "fix": "cli"},
+        {"setting": "UseWindowsContainers", "source": "admin-locked", "problem": "q", "fix": "ask"},
+        {"setting": "SignInRequired", "source": "admin-default", "problem": "r", "fix": "login"},
+    ]
+    specs = banner_specs(
+        connected=True,
+        lost_message="",
+        daemon_said="",
+        status={"state": "refused", "reasons": reasons},
+    )
+    assert [(s.action, s.fix) for s in specs] == [
+        ("turn-off:EnhancedContainerIsolation", f"{TURN_OFF['EnhancedContainerIsolation']} here."),
+        ("", "ask"),
+        ("sign-in", "Sign in here."),
+    ]
+
+
+def test_general_says_the_state_once() -> None:
+    from app.gui.general_page import STATE_WORDS, state_detail
+
+    assert state_detail("on", "Host networking is on.") == ""
+    assert state_detail("on", "Host networking is on. 3 ports.") == "3 ports."
+    off = state_detail("off", "Host networking is off. Turn it on with `hostnet settings set ...`")
+    assert off == "Turn it on in Resources > Network."
+    for state, words in STATE_WORDS.items():
+        assert words not in state_detail(state, f"{words}.")
