@@ -14,7 +14,6 @@ from PySide6.QtWidgets import (
     QCheckBox,
     QHBoxLayout,
     QHeaderView,
-    QLabel,
     QLineEdit,
     QTableView,
     QVBoxLayout,
@@ -90,7 +89,7 @@ class NetworkPage(QWidget):
         self.expose.setAccessibleName("Expose forwarded ports on all host interfaces")
         self.expose.toggled.connect(lambda on: self._stage(EXPOSE, on))
         expose_row.addWidget(self.expose)
-        self.expose_lock = self._lock_badge()
+        self.expose_lock = lock_badge()
         expose_row.addWidget(self.expose_lock)
         expose_row.addStretch(1)
         inner.addLayout(expose_row)
@@ -106,7 +105,7 @@ class NetworkPage(QWidget):
         excluded_title = QHBoxLayout()
         excluded_label = label("Excluded ports", "SectionTitle", wrap=False)
         excluded_title.addWidget(excluded_label)
-        self.excluded_lock = self._lock_badge()
+        self.excluded_lock = lock_badge()
         excluded_title.addWidget(self.excluded_lock)
         excluded_title.addStretch(1)
         inner.addLayout(excluded_title)
@@ -177,10 +176,6 @@ class NetworkPage(QWidget):
         link.ports_changed.connect(self.set_ports)
         self.refresh()
         self.set_ports([])
-
-    @staticmethod
-    def _lock_badge() -> QLabel:
-        return lock_badge()
 
     def add_setting(self, field: SettingField) -> SettingField:
         """Put FIELD in "More network settings": shown, locked, checked and staged like the
