@@ -119,8 +119,7 @@ class GeneralPage(QWidget):
             (
                 WINDOWS,
                 "Use Windows containers",
-                "hostnet runs Linux containers only: host networking is refused while "
-                "Windows containers are on.",
+                "Docker Desktop's switch between Linux and Windows containers.",
             ),
         ):
             row = QHBoxLayout()
