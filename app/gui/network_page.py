@@ -31,6 +31,7 @@ from app.settings.ports import port_range_error
 EXPOSE = "HostNetworkingExposeAllInterfaces"
 EXCLUDED = "HostNetworkingExcludedPorts"
 UDP_IDLE = "HostNetworkingUdpIdleTimeoutSeconds"
+ENGINE = "ContainerEngineEnabled"
 
 
 def parse_ports(text: str) -> tuple[list[int | str], str]:
@@ -126,8 +127,8 @@ class NetworkPage(QWidget):
         )
         layout.addWidget(box)
 
-        # More network settings, each a SettingField in self.fields: the UDP idle timeout
-        # now; the data path and the container engine add theirs with add_setting().
+        # More network settings, each a SettingField in self.fields (the data path adds its
+        # own with add_setting() when its key is in the schema).
         more, self.more_layout = card()
         more.setAccessibleName("More network settings")
         self.more_layout.addWidget(label("Forwarding", "SectionTitle", wrap=False))
@@ -138,6 +139,15 @@ class NetworkPage(QWidget):
                 UDP_IDLE,
                 "UDP idle timeout (seconds)",
                 "A UDP flow with no datagram for this long is closed.",
+            )
+        )
+        self.add_setting(
+            SettingField(
+                link,
+                ENGINE,
+                "Run a Docker Engine in the VM",
+                "Reached through the docker context 'hostnet' or `hostnet docker-env`; "
+                "its containers' ports are forwarded like any VM port.",
             )
         )
         layout.addWidget(more)

@@ -9,7 +9,7 @@ from typing import Any
 
 import pytest
 from PySide6.QtCore import Qt
-from PySide6.QtWidgets import QComboBox, QLineEdit
+from PySide6.QtWidgets import QCheckBox, QComboBox, QLineEdit
 
 from app.control_client import ControlError
 from app.gui.controller import Controller
@@ -188,8 +188,11 @@ def test_udp_idle_timeout_is_checked_then_applied_once(
     app = app_factory()
     window = app.window
     window.show_page("network")
-    field = window.network.fields.fields[0]
+    field, engine = window.network.fields.fields[:2]
     assert field.key == "HostNetworkingUdpIdleTimeoutSeconds"
+    assert engine.key == "ContainerEngineEnabled"  # later settings join the same place
+    assert isinstance(engine.editor, QCheckBox) and engine.editor.isEnabled()
+    assert not engine.editor.isChecked()
     assert isinstance(field.editor, QLineEdit) and field.editor.text() == "60"
     type_into(qtbot, field.editor, "0")
     assert field.error_label.text() == "0 is too small: it must be more than 0."
