@@ -113,9 +113,9 @@ def test_windows_containers_in_general_say_linux_only(
     qtbot.mouseClick(general.switches["UseWindowsContainers"], Qt.MouseButton.LeftButton)
     pump_until(lambda: app.link.state == "refused", 10, "the refusal")
     assert setting(daemon, "UseWindowsContainers") is True
-    assert not general.linux_only.isHidden()
+    pump_until(lambda: not general.linux_only.isHidden(), 5, "the Linux-only note")
     assert "hostnet runs Linux containers only" in general.linux_only.text()
-    assert "Linux containers only" in app.last_notice
+    pump_until(lambda: "Linux containers only" in app.last_notice, 5, "the notice")
     assert app.menu.windows_action.isChecked()  # the tray's item says the same
 
 
