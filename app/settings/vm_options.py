@@ -17,8 +17,6 @@ from app.settings.problems import Problem
 from app.settings.validate import bound_text, shown, type_words
 from vm.backends.registry import BACKENDS, BackendSpec
 
-__all__ = ["BackendSpec", "backend_spec", "backend_specs"]
-
 OPTIONS = "VmOptions"
 BACKEND = "VmBackend"
 
