@@ -11,7 +11,6 @@ import asyncio
 import errno
 import os
 import socket
-import sys
 from collections.abc import Awaitable, Callable
 from typing import Any
 
@@ -20,13 +19,12 @@ from proxy.addresses import Endpoint
 from proxy.counters import ForwardCounters
 from proxy.errors import HostnetOSError
 from proxy.listening_socket import ListeningSocket
-from proxy.tcp_copy import CopyPair
-from proxy.tcp_splice import SplicePair, abort, release_idle_pipes
+from proxy.pipe_pool import PIPES
+from proxy.tcp_relay import SPLICE_AVAILABLE, RelayPair, abort, counted_relay, relay_until_done
 
 Connector = Callable[[tuple[str, int]], Awaitable[socket.socket]]
 """Given the client's address, returns a connected, non-blocking upstream socket."""
 
-SPLICE_AVAILABLE = sys.platform == "linux" and hasattr(os, "splice")
 CONNECT_TIMEOUT = 10.0
 KEEPALIVE_IDLE = 60
 
@@ -179,7 +177,7 @@ class TcpForwarder(ListeningSocket):
         self._sock = sock
         self._loop: asyncio.AbstractEventLoop | None = None
         self._accepting: AcceptLoop | None = None
-        self._pairs: set[SplicePair | CopyPair] = set()
+        self._pairs: set[RelayPair] = set()
         self._tasks: set[asyncio.Task[None]] = set()
         self._connecting: dict[int, tuple[socket.socket, socket.socket, asyncio.TimerHandle]] = {}
 
@@ -206,13 +204,11 @@ class TcpForwarder(ListeningSocket):
         self._connecting.clear()
         for task in list(self._tasks):
             task.cancel()
-        copying = [p.task for p in self._pairs if isinstance(p, CopyPair) and p.task]
         for pair in list(self._pairs):
             pair.cancel()
-        if self._tasks or copying:
-            # Copy pairs end in their own tasks: wait, so the counters are final on return.
-            await asyncio.gather(*self._tasks, *copying, return_exceptions=True)
-        release_idle_pipes()
+        if self._tasks:
+            await asyncio.gather(*self._tasks, return_exceptions=True)
+        PIPES.release_idle()
 
     def _on_accept_error(self, exc: OSError) -> None:
         # EMFILE and friends: the accept loop pauses a moment; the backlog holds the rest.
@@ -281,7 +277,7 @@ class TcpForwarder(ListeningSocket):
     def _start_pair(self, client: socket.socket, upstream: socket.socket) -> None:
         """Relay an accepted client and its connected upstream until both are done."""
         tune(upstream)
-        pair = self._make_pair(client, upstream)
+        pair = counted_relay(client, upstream, self.counters, splice=self.use_splice)
         self._pairs.add(pair)
 
         def finished(_done: object) -> None:
@@ -306,31 +302,11 @@ class TcpForwarder(ListeningSocket):
                 abort(client)
                 return
             tune(upstream)  # the client inherited the listener's options
-            pair = self._make_pair(client, upstream)
+            pair = counted_relay(client, upstream, self.counters, splice=self.use_splice)
             self._pairs.add(pair)
             try:
-                pair.start()
-                await pair.wait()
-            except asyncio.CancelledError:
-                pair.cancel()
-                raise
+                await relay_until_done(pair)
             finally:
                 self._pairs.discard(pair)
         finally:
             counters.connections_open -= 1
-
-    def _make_pair(self, client: socket.socket, upstream: socket.socket) -> SplicePair | CopyPair:
-        def count_in(n: int) -> None:
-            self.counters.bytes_in += n
-
-        def count_out(n: int) -> None:
-            self.counters.bytes_out += n
-
-        if self.use_splice:
-            try:
-                return SplicePair(client, upstream, count_in, count_out)
-            except OSError as exc:
-                # No descriptors for the pipes (EMFILE, ENFILE): copying through user space
-                # needs none, and the connection must neither leak nor hang.
-                self.counters.note_error(f"no splice pipes ({exc.strerror}); copying instead")
-        return CopyPair(client, upstream, count_in, count_out)

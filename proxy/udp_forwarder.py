@@ -8,7 +8,6 @@ expire after an idle timeout, and their number is bounded: the longest idle is e
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import socket
 from collections import OrderedDict
 from collections.abc import Awaitable, Callable
@@ -17,6 +16,7 @@ from typing import Protocol
 from proxy.addresses import Endpoint
 from proxy.counters import ForwardCounters
 from proxy.listening_socket import ListeningSocket
+from proxy.receive_buffer import enlarge_receive_buffer
 from proxy.tcp_forwarder import listen_error
 
 MAX_DATAGRAM = 65_507
@@ -29,8 +29,8 @@ DATAGRAMS_PER_WAKEUP = 64
 LISTENER_RECEIVE_BUFFER = 4 << 20
 """SO_RCVBUF asked for the listening socket, which every client shares. With the default
 ~208 KiB, 30,000 datagrams/s of 1,200 bytes lost 1-3 % at this socket whenever the relay was
-scheduled late; with 4 MiB, none (tests/bench/bench_relay.py). The kernel caps the request
-at net.core.rmem_max, which many distributions leave at 208 KiB."""
+scheduled late; with 4 MiB, none (tests/bench/bench_relay.py). Past net.core.rmem_max, which
+many distributions leave at 208 KiB, only as root (proxy/receive_buffer.py)."""
 
 Deliver = Callable[[bytes], None]
 
@@ -170,8 +170,7 @@ class UdpForwarder(ListeningSocket):
         if self._sock is None:
             self._sock = open_udp_listener(self.listen)
         self._sock.setblocking(False)
-        with contextlib.suppress(OSError):
-            self._sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, LISTENER_RECEIVE_BUFFER)
+        enlarge_receive_buffer(self._sock, LISTENER_RECEIVE_BUFFER)
         self._loop.add_reader(self._sock.fileno(), self._on_readable)
         self._schedule_sweep()
 

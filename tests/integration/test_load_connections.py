@@ -9,6 +9,7 @@ own payload and checks the echo byte for byte.
 from __future__ import annotations
 
 import asyncio
+import fcntl
 import os
 import resource
 import socket
@@ -20,8 +21,8 @@ from collections.abc import Iterator
 import pytest
 
 from proxy.addresses import Endpoint
+from proxy.pipe_pool import IDLE_KEPT, MAX_LENT, PIPES
 from proxy.tcp_forwarder import TcpForwarder, tcp_connector
-from proxy.tcp_splice import PIPES_KEPT
 from tests.integration.daemon_fixture import RunningDaemon, daemon_session
 from tests.integration.relay_helpers import recv_all
 from tests.integration.vm_helpers import free_port, host_answer, start_server, wait_for
@@ -33,7 +34,7 @@ needs_root = pytest.mark.skipif(os.geteuid() != 0, reason="named network namespa
 
 CONNECTIONS = int(os.environ.get("HOSTNET_LOAD_CONNECTIONS", "10000"))
 DAEMON_RESERVE = 1500  # descriptors the daemon needs besides its connections
-FDS_PER_CONNECTION = 6  # the client's socket, the VM target's, two splice pipes
+FDS_PER_CONNECTION = 2  # the client's socket and the VM target's: splice pipes are lent
 PAYLOAD = 2048
 CONNECTING_AT_ONCE = 64  # bursts above the agent's unix backlog (512) get reset: see report
 
@@ -94,9 +95,10 @@ def payload_for(index: int) -> bytes:
     return (seed * (PAYLOAD // 4 + 1))[:PAYLOAD]
 
 
-async def hold_many(port: int, count: int, daemon_pid: int) -> tuple[float, int, int]:
+async def hold_many(port: int, count: int, daemon_pid: int) -> tuple[float, int, int, int]:
     """Open ``count`` connections, hold them all, then check every echo; the seconds taken,
-    the daemon's socket count with all open, and how many echoes came back whole."""
+    the daemon's socket and descriptor counts with all open, and how many echoes came back
+    whole."""
     all_open = asyncio.Event()
     go = asyncio.Event()
     opened = 0
@@ -130,9 +132,10 @@ async def hold_many(port: int, count: int, daemon_pid: int) -> tuple[float, int,
         if sockets_at_peak >= 2 * count:
             break
         await asyncio.sleep(0.02)
+    fds_at_peak = fd_count(daemon_pid)
     go.set()
     await asyncio.wait_for(asyncio.gather(*tasks), 50)
-    return time.monotonic() - start, sockets_at_peak, good
+    return time.monotonic() - start, sockets_at_peak, fds_at_peak, good
 
 
 @needs_root
@@ -145,16 +148,21 @@ async def test_ten_thousand_concurrent_connections(loaded_daemon: RunningDaemon)
         wait_for(lambda: echoes(port), 5, "the mirror")
         idle_sockets = socket_count(daemon.proc.pid)
         idle_fds = fd_count(daemon.proc.pid)
-        # Each connection holds six descriptors in the daemon: where the hard RLIMIT_NOFILE
-        # cannot be raised (no CAP_SYS_RESOURCE, as in some containers) that caps how many
-        # it can hold at once.
+        # Each connection holds two descriptors in the daemon (its splice pipes are lent only
+        # while bytes are in flight): where the hard RLIMIT_NOFILE cannot be raised (no
+        # CAP_SYS_RESOURCE, as in some containers) that caps how many it can hold at once.
         count = min(CONNECTIONS, (open_file_limit() - DAEMON_RESERVE) // FDS_PER_CONNECTION)
-        took, peak, good = await hold_many(port, count, daemon.proc.pid)
+        took, peak, peak_fds, good = await hold_many(port, count, daemon.proc.pid)
         assert good == count, f"only {good} of {count} echoes came back whole"
         assert peak >= idle_sockets + 2 * count * 0.99, (idle_sockets, peak)
+        # Idle connections hold no pipes: two descriptors each, plus at most the pool's bound.
+        assert peak_fds <= idle_fds + FDS_PER_CONNECTION * count + 2 * MAX_LENT, (
+            idle_fds,
+            peak_fds,
+        )
         await asyncio.to_thread(
             wait_for,
-            lambda: fd_count(daemon.proc.pid) <= idle_fds + 2 * PIPES_KEPT + 8,  # pipe pool
+            lambda: fd_count(daemon.proc.pid) <= idle_fds + 2 * IDLE_KEPT + 8,  # pipe pool
             10,
             "the daemon's descriptors back to idle",
         )
@@ -172,13 +180,23 @@ async def test_ten_thousand_concurrent_connections(loaded_daemon: RunningDaemon)
         "concurrent TCP connections, all bytes checked",
         count,
         "conns",
-        f"{took:.1f} s; {megabytes:.0f} MB both ways; daemon {peak:,} sockets at peak{limited}",
+        f"{took:.1f} s; {megabytes:.0f} MB both ways; daemon {peak:,} sockets, "
+        f"{peak_fds:,} descriptors at peak{limited}",
     )
+
+
+def is_open(fd: int) -> bool:
+    try:
+        fcntl.fcntl(fd, fcntl.F_GETFD)
+    except OSError:
+        return False
+    return True
 
 
 def limit_leaving_free(free: int) -> int:
     """The lowest open-file limit under which exactly ``free`` more descriptors fit."""
-    used = {int(fd) for fd in os.listdir("/proc/self/fd")}
+    listed = {int(fd) for fd in os.listdir("/proc/self/fd")}
+    used = {fd for fd in listed if is_open(fd)}  # not the listing's own, closed since
     limit = 0
     available = 0
     while available < free:
@@ -202,14 +220,18 @@ async def test_out_of_descriptors_for_pipes_still_relays_every_byte() -> None:
     count = 20
     clients = [socket.socket() for _ in range(count)]  # made before the limit is lowered
     soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
-    # Room for each connection's two relay sockets (accepted, upstream) and 3 more: never
-    # the 4 descriptors of a splice pair's two pipes. New descriptors take the lowest free
-    # numbers below the limit, so count the free numbers, holes included.
-    resource.setrlimit(resource.RLIMIT_NOFILE, (limit_leaving_free(2 * count + 3), hard))
+    PIPES.release_idle()  # no pipe kept from an earlier test: each one must be made anew
+    # Room for each connection's two relay sockets (accepted, upstream) and one more: never
+    # the two descriptors of a splice pipe. New descriptors take the lowest free numbers
+    # below the limit, so count the free numbers, holes included.
+    resource.setrlimit(resource.RLIMIT_NOFILE, (limit_leaving_free(2 * count + 1), hard))
     try:
         for sock in clients:
             sock.setblocking(False)
             await loop.sock_connect(sock, ("127.0.0.1", forwarder.bound.port))
+        async with asyncio.timeout(5):  # every relay socket made before any byte flows
+            while forwarder.counters.connections_open < count:
+                await asyncio.sleep(0.01)
         for index, sock in enumerate(clients):
             await loop.sock_sendall(sock, payload_for(index))
             sock.shutdown(socket.SHUT_WR)

@@ -7,7 +7,6 @@ stream is never a way into other addresses of either network.
 
 from __future__ import annotations
 
-import asyncio
 import errno
 import socket
 from collections.abc import Iterable
@@ -16,9 +15,8 @@ from proxy.addresses import Endpoint
 from proxy.counters import ForwardCounters
 from proxy.errors import HostnetError
 from proxy.listeners import Listener, Proto
-from proxy.tcp_copy import CopyPair
 from proxy.tcp_forwarder import connect_socket, tune
-from proxy.tcp_splice import SplicePair
+from proxy.tcp_relay import counted_relay, relay_until_done
 from proxy.udp_forwarder import connect_udp
 from proxy.wire import ErrorCode
 from vm.transport.datagram_stream import UdpStreamBridge
@@ -77,21 +75,4 @@ async def relay_stream(
         bridge = UdpStreamBridge(stream, target, counters)
         await bridge.done
         return
-
-    def count_in(n: int) -> None:
-        counters.bytes_in += n
-
-    def count_out(n: int) -> None:
-        counters.bytes_out += n
-
-    pair: SplicePair | CopyPair
-    try:
-        pair = SplicePair(stream, target, count_in, count_out)
-    except OSError:  # no descriptors left for pipes: copy through user space instead
-        pair = CopyPair(stream, target, count_in, count_out)
-    pair.start()
-    try:
-        await pair.wait()
-    except asyncio.CancelledError:
-        pair.cancel()
-        raise
+    await relay_until_done(counted_relay(stream, target, counters))
