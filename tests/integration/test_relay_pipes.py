@@ -56,12 +56,15 @@ async def test_idle_connections_hold_no_pipes() -> None:
             await relay.stop()
 
 
-async def stalled_pairs(
-    pool: PipePool, count: int, size: int
-) -> tuple[list[RelayPair], list[socket.socket], list[bytes], int]:
+Stalled = tuple[list[RelayPair], list[socket.socket], list[bytes], list[asyncio.Task[None]]]
+
+
+async def stalled_pairs(pool: PipePool, count: int, size: int) -> tuple[Stalled, int]:
     """``count`` relays whose servers each send ``size`` bytes to a client that does not read
-    yet; the pairs, the clients, what each server sent, and the most pipes lent meanwhile."""
+    yet: the pairs, the clients, what each server sent, the servers' tasks; and the most
+    pipes lent meanwhile."""
     loop = asyncio.get_running_loop()
+    servers: list[asyncio.Task[None]] = []
     pairs: list[RelayPair] = []
     clients: list[socket.socket] = []
     sent: list[bytes] = []
@@ -75,14 +78,14 @@ async def stalled_pairs(
         pair = RelayPair(relay_client, relay_upstream, lambda n: None, lambda n: None, pipes=pool)
         pair.start()
         payload = os.urandom(size)
-        loop.create_task(send_and_close(server, payload))
+        servers.append(loop.create_task(send_and_close(server, payload)))
         pairs.append(pair)
         clients.append(client)
         sent.append(payload)
     for _ in range(50):  # until every relay has filled what its client will take
         await asyncio.sleep(0.02)
         most_lent = max(most_lent, pool.lent)
-    return pairs, clients, sent, most_lent
+    return (pairs, clients, sent, servers), most_lent
 
 
 async def send_and_close(sock: socket.socket, payload: bytes) -> None:
@@ -98,7 +101,7 @@ async def test_past_the_pools_bound_connections_copy_and_keep_every_byte() -> No
     two splice, four copy, none waits for a pipe, and every byte arrives once the clients
     read. The pool never lends more than its bound."""
     pool = PipePool(max_lent=2, idle_kept=2)
-    pairs, clients, sent, most_lent = await stalled_pairs(pool, count=6, size=4 << 20)
+    (pairs, clients, sent, servers), most_lent = await stalled_pairs(pool, count=6, size=4 << 20)
     try:
         assert most_lent == 2, most_lent
         assert sum(p.directions[1].pipe is not None for p in pairs) == 2
@@ -109,11 +112,14 @@ async def test_past_the_pools_bound_connections_copy_and_keep_every_byte() -> No
             assert hashlib.sha256(got).digest() == hashlib.sha256(payload).digest()
         outcomes = await asyncio.wait_for(asyncio.gather(*(p.wait() for p in pairs)), 5)
         assert outcomes == [Outcome.CLOSED] * len(pairs)
+        await asyncio.wait_for(asyncio.gather(*servers), 5)
         assert pool.lent == 0
         assert pool.idle <= 2
     finally:
         for pair in pairs:
             pair.cancel()
+        for task in servers:
+            task.cancel()
         for client in clients:
             client.close()
         pool.release_idle()
