@@ -3,7 +3,7 @@
 The registry's schemas are plain JSON Schema, which the settings layer validates with
 ``jsonschema``; the VM layer must run on the standard library alone (the agent's zipapp),
 so the backend re-checks the same schema here with the few keywords those schemas use:
-``type``, ``enum``, ``minimum``, ``maximum``, ``required`` and ``additionalProperties``.
+``type``, ``items``, ``enum``, ``minimum``, ``maximum``, ``required`` and ``additionalProperties``.
 """
 
 from __future__ import annotations
@@ -19,6 +19,7 @@ _TYPES: dict[str, tuple[type, ...]] = {
     "string": (str,),
     "boolean": (bool,),
     "object": (dict,),
+    "array": (list,),
 }
 
 
@@ -55,6 +56,11 @@ def _value_problem(rule: dict[str, Any], value: object) -> str:
         types = _TYPES[wanted]
         if not isinstance(value, types) or (isinstance(value, bool) and bool not in types):
             return f"is not {'an' if wanted[0] in 'aeiou' else 'a'} {wanted}"
+    if isinstance(value, list) and "items" in rule:
+        for item in value:
+            problem = _value_problem(rule["items"], item)
+            if problem:
+                return f"has {json.dumps(item)}, which {problem}"
     if "enum" in rule and value not in rule["enum"]:
         return "is not one of " + ", ".join(json.dumps(v) for v in rule["enum"])
     if isinstance(value, int | float) and not isinstance(value, bool):

@@ -1,11 +1,14 @@
 """The QEMU backend: a real Linux micro-VM that runs one command (the hostnet agent) at boot.
 
-The guest's root is the host's root, shared read-only by 9p, so the host's python3, the repo
-and its venv run inside unchanged; /tmp, /run and /var are the guest's own. A per-VM folder
-(``VM_DIR/share``) is shared read-write and appears in the guest at the same path as on the
-host: it holds ``run.sh`` (the command) and ``boot.env``. The host reaches the guest through a
-virtio-serial port whose other end is a unix socket (``serial_socket_path``), and controls
-QEMU through its QMP socket. The serial console goes to ``console_log_path``.
+The guest's root is its own tmpfs. Only what vm/backends/qemu_shares.py lists is shared
+into it by 9p, each folder at its host path: /usr, the Python and hostnet code that run the
+guest command (read-only), and the folders the user shares (read-write). So the host's
+python3, the repo and its venv run inside unchanged, and the rest of the host (/root, other
+homes, /etc) is not there. A per-VM folder (``VM_DIR/share``) is shared read-write at its
+host path too: it holds ``run.sh`` (the command), ``boot.env`` and the guest's ``etc/``.
+The host reaches the guest through a virtio-serial port whose other end is a unix socket
+(``serial_socket_path``), and controls QEMU through its QMP socket. The serial console goes
+to ``console_log_path``.
 
 Usage::
 
@@ -24,7 +27,6 @@ import logging
 import os
 import shlex
 import signal
-import sys
 import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
@@ -36,19 +38,26 @@ from vm.backends.qemu_guest_init import (
     BOOT_ENV,
     EXIT_MARKER,
     FAILED_MARKER,
+    GUEST_ETC,
     READY_MARKER,
-    ROOT_TAG,
     RUN_SCRIPT,
     VM_SHARE_TAG,
 )
 from vm.backends.qemu_image import ImageBuildError, VMImage, ensure_image
+from vm.backends.qemu_shares import (
+    Share,
+    ShareError,
+    agent_runtime,
+    guest_shares,
+    root_links,
+    write_guest_etc,
+)
 from vm.backends.qmp import QMPClient, QMPError
 from vm.virtio_port import AGENT_PORT_NAME
 
 log = logging.getLogger("hostnet.vm.qemu")
 
 UNIX_PATH_MAX = 107  # sun_path is 108 bytes with the terminating NUL
-GUEST_TMPFS_DIRS = ("/tmp", "/run")  # host paths under these are hidden in the guest unless kept
 GUEST_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
 
 
@@ -56,14 +65,9 @@ class QemuError(VMError):
     """The VM could not be started or controlled; the message says why and what to do."""
 
 
-def _source_root() -> Path:
-    """The folder holding the ``vm`` package (the repo, or site-packages)."""
-    return Path(__file__).resolve().parents[2]
-
-
 def default_visible_paths() -> tuple[Path, ...]:
-    """Host paths the guest command needs: hostnet's code and the Python environment."""
-    return (_source_root(), Path(sys.prefix).resolve(), Path(sys.base_prefix).resolve())
+    """Host paths the guest command needs besides /usr: hostnet's code and its Python."""
+    return agent_runtime()
 
 
 @dataclass
@@ -86,6 +90,9 @@ class QemuConfig:
     boot_timeout: float = 90.0
     stop_grace: int = 5  # seconds the guest command gets between SIGTERM and power-off
     visible_paths: Sequence[Path] = field(default_factory=default_visible_paths)
+    """Host folders shared read-only besides /usr (and ``cwd``, always shared)."""
+    shared_folders: Sequence[str] = ()
+    """The user's shared folders (FilesharingDirectories), shared read-write."""
     qemu_binary: str = "qemu-system-x86_64"
     kvm_probe_timeout: float = 6.0
     die_with_parent: bool = True  # SIGKILL QEMU if this process dies (no orphan VMs)
@@ -136,10 +143,6 @@ def _kill_me_with_parent() -> None:
     """In the forked child: ask Linux to SIGKILL it when the parent dies (PR_SET_PDEATHSIG)."""
     libc = ctypes.CDLL(None, use_errno=True)
     libc.prctl(1, signal.SIGKILL, 0, 0, 0)
-
-
-def _is_under(path: Path, folder: Path) -> bool:
-    return path == folder or folder in path.parents
 
 
 class QemuVM:
@@ -194,7 +197,7 @@ class QemuVM:
                     f"socket path {sock} is longer than {UNIX_PATH_MAX} bytes, the limit of a "
                     "unix socket: use a shorter HOSTNET_HOME or VM folder"
                 )
-        for path in (self.share_dir, *cfg.visible_paths):
+        for path in (self.share_dir, *(share.path for share in self.shares())):
             if any(c.isspace() for c in str(path)):
                 raise QemuError(f"{path}: paths shared with the VM may not contain whitespace")
         if cfg.memory_mib < 128:
@@ -202,26 +205,29 @@ class QemuVM:
         if cfg.cpus < 1:
             raise QemuError(f"cpus={cfg.cpus}: the VM needs at least one CPU")
 
-    def _kept_paths(self) -> list[str]:
-        """Visible paths the guest's tmpfs would hide, outermost first."""
-        kept: set[Path] = set()
-        wanted = [*self.config.visible_paths]
+    def shares(self) -> list[Share]:
+        """The host folders this guest sees (besides its per-VM folder), outermost first."""
+        extra = [*self.config.visible_paths]
         if self.config.cwd:
-            wanted.append(Path(self.config.cwd))  # the command starts there: always visible
-        for raw in wanted:
-            path = Path(raw).resolve()
-            if _is_under(path, self.share_dir):
-                continue
-            if any(_is_under(path, Path(d)) and path != Path(d) for d in GUEST_TMPFS_DIRS):
-                kept.add(path)
-        return sorted(str(p) for p in kept)
+            extra.append(Path(self.config.cwd))  # the command starts there: always visible
+        try:
+            return guest_shares(extra, self.config.shared_folders)
+        except ShareError as exc:
+            raise QemuError(str(exc)) from None
 
     def _write_share(self) -> None:
         cfg = self.config
         self.share_dir.mkdir(parents=True, exist_ok=True)
+        write_guest_etc(self.share_dir / GUEST_ETC)
+        exports = " ".join(
+            f"hn{i}:{'rw' if share.writable else 'ro'}:{share.path}"
+            for i, share in enumerate(self.shares())
+        )
+        links = " ".join(f"{name}:{target}" for name, target in root_links())
         boot_env = (
             f"HOSTNET_VM_DIR={shlex.quote(str(self.share_dir))}\n"
-            f"HOSTNET_KEEP={shlex.quote(' '.join(self._kept_paths()))}\n"
+            f"HOSTNET_SHARES={shlex.quote(exports)}\n"
+            f"HOSTNET_LINKS={shlex.quote(links)}\n"
             f"HOSTNET_STOP_GRACE={int(cfg.stop_grace)}\n"
         )
         env = {
@@ -246,6 +252,14 @@ class QemuVM:
         """The QEMU command line for this VM."""
         cfg = self.config
         append = "console=ttyS0 panic=-1 quiet i8042.noaux i8042.nomux i8042.nopnp"
+        exports: list[str] = []
+        for i, share in enumerate(self.shares()):
+            readonly = "" if share.writable else ",readonly=on"
+            exports += [
+                "-fsdev",
+                f"local,id=fs{i},path={share.path},security_model=none{readonly},multidevs=remap",
+                "-device", f"virtio-9p-pci,fsdev=fs{i},mount_tag=hn{i}",
+            ]  # fmt: skip
         return [
             cfg.qemu_binary,
             "-name", "hostnet-vm,process=hostnet-vm",
@@ -260,8 +274,7 @@ class QemuVM:
             "-append", append,
             "-chardev", f"file,id=console0,path={self.console_log_path}",
             "-serial", "chardev:console0",
-            "-fsdev", "local,id=fsroot,path=/,security_model=none,readonly=on,multidevs=remap",
-            "-device", f"virtio-9p-pci,fsdev=fsroot,mount_tag={ROOT_TAG}",
+            *exports,
             "-fsdev", f"local,id=fsvm,path={self.share_dir},security_model=none,multidevs=remap",
             "-device", f"virtio-9p-pci,fsdev=fsvm,mount_tag={VM_SHARE_TAG}",
             "-device", "virtio-serial-pci,id=vser0",

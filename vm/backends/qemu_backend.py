@@ -16,6 +16,11 @@ a host with ``/dev/vhost-vsock`` it listens on AF_VSOCK instead, one connection 
     boot_timeout     seconds to wait for the guest to start the agent (default 90)
     stop_timeout     seconds ``down`` waits for a power-off before killing QEMU (default 15)
     transport        "auto", "virtio" (serial multiplexer) or "vsock"
+    shared_folders   host folders the guest sees read-write at the same path; the daemon
+                     fills it from the FilesharingDirectories setting
+
+The guest sees nothing else of the host but /usr and what runs the agent, read-only
+(vm/backends/qemu_shares.py).
 
 The serial console goes to ``STATE/vm/qemu/console.log``. A VM that dies on its own is
 reported by ``restart_agent`` as an error carrying QEMU's account and the console's last
@@ -65,6 +70,8 @@ OPTIONS_SCHEMA: dict[str, Any] = {
                          "description": "seconds to wait for a power-off (default 15)"},
         "transport": {"type": "string", "enum": ["auto", "virtio", "vsock"],
                       "description": "virtio-serial mux or vsock; auto picks vsock if usable"},
+        "shared_folders": {"type": "array", "items": {"type": "string"},
+                           "description": "folders shared read-write (FilesharingDirectories)"},
     },
     "examples": [{"memory_mib": 1024, "cpus": 2, "accel": "auto"}],
 }  # fmt: skip
@@ -123,6 +130,7 @@ class QemuBackend:
             cpus=opts.get("cpus", 2),
             boot_timeout=float(opts.get("boot_timeout", 90.0)),
             visible_paths=launch.visible_paths,
+            shared_folders=opts.get("shared_folders", []),
             extra_args=extra,
         )
 
