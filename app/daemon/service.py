@@ -147,7 +147,11 @@ class Daemon:
 
     def _vm_config(self) -> tuple[str, dict[str, Any]]:
         assert self.effective is not None
-        return str(self.effective["VmBackend"]), dict(self.effective["VmOptions"] or {})
+        name, options = str(self.effective["VmBackend"]), dict(self.effective["VmOptions"] or {})
+        folders = list(self.effective["FilesharingDirectories"] or [])
+        if name == "qemu" and folders:  # the one backend with a file system of its own
+            options["shared_folders"] = folders
+        return name, options
 
     async def _start_vm(self) -> None:
         """Make the backend the settings name and bring its VM up."""

@@ -27,6 +27,7 @@ REQUIRED_KEYS = {
     "HostNetworkingUdpIdleTimeoutSeconds": (int, 60),
     "VmBackend": (str, "netns"),
     "VmOptions": (dict, {}),
+    "FilesharingDirectories": (list, []),
     "SignInProvider": (str, "docker"),
     "DockerRegistry": (str, "https://registry-1.docker.io"),
     "OidcIssuer": (str, ""),
@@ -66,7 +67,8 @@ def test_every_key_has_type_default_description_and_restart_flag() -> None:
         assert isinstance(spec.schema.get("x-restart-required"), bool), key
         assert Draft202012Validator(spec.schema).is_valid(spec.default), key
         assert Draft202012Validator(spec.schema).is_valid(spec.example), key
-    assert {k for k, s in table.items() if s.restart_required} == {"VmBackend", "VmOptions"}
+    restarting = {"VmBackend", "VmOptions", "FilesharingDirectories"}
+    assert {k for k, s in table.items() if s.restart_required} == restarting
     assert {k for k, s in table.items() if s.admin_only} == {"SignInRequired"}
 
 

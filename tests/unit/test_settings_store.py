@@ -50,6 +50,7 @@ def test_round_trip_every_settable_key(hostnet_home: Path) -> None:
         "HostNetworkingUdpIdleTimeoutSeconds": 2.5,
         "VmBackend": "qemu",
         "VmOptions": {"memory_mib": 2048, "cpus": 2},
+        "FilesharingDirectories": ["/srv/projects"],
         "SignInProvider": "oidc",
         "DockerRegistry": "http://127.0.0.1:5000",
         "OidcIssuer": "https://login.example.com/realms/x",
