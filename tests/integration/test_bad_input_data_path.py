@@ -18,24 +18,11 @@ import pytest
 
 from tests.integration.daemon_fixture import RunningDaemon, daemon_session
 from tests.integration.vm_helpers import free_port, host_answer, start_server, wait_for
+from tests.integration.vm_udp_echo import start_dual_stack_udp_echo
 from tests.reliability.figures import record
 from tests.reliability.leaks import listener_count, live_socket_count
 
 pytestmark = pytest.mark.skipif(os.geteuid() != 0, reason="named network namespaces need root")
-
-UDP_EXACT_ECHO = r"""
-import socket, sys
-host, port = sys.argv[1], int(sys.argv[2])
-family = socket.AF_INET6 if ":" in host else socket.AF_INET
-s = socket.socket(family, socket.SOCK_DGRAM)
-if family == socket.AF_INET6:
-    s.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)
-s.bind((host, port))
-print("ready", flush=True)
-while True:
-    data, peer = s.recvfrom(70000)
-    s.sendto(data, peer)
-"""
 
 ENDLESS_DOWNLOAD = r"""
 import socket, sys, threading
@@ -95,8 +82,8 @@ def test_largest_udp_datagrams(daemon: RunningDaemon) -> None:
     """65,507 bytes (the IPv4 maximum) pass byte for byte on 127.0.0.1 and on ::1; 65,508
     cannot even be sent on IPv4; IPv6's 65,527-byte payload is carried or dropped and
     counted, never a crash: the next datagram passes."""
-    port = free_port("udp")
-    servers = [start(daemon, UDP_EXACT_ECHO, host, str(port)) for host in ("0.0.0.0", "::")]
+    # Not free_port(): a port free on the host may still be held in the VM (vm_udp_echo.py).
+    server, port = start_dual_stack_udp_echo(daemon.vm_prefix)
     try:
         wait_for(lambda: udp_round_trip("127.0.0.1", port, b"hi", 0.3) == b"hi", 5, "mirror")
         wait_for(
@@ -122,9 +109,8 @@ def test_largest_udp_datagrams(daemon: RunningDaemon) -> None:
         assert udp_round_trip("127.0.0.1", port, b"after") == b"after"
         assert daemon.proc.poll() is None
     finally:
-        for server in servers:
-            server.kill()
-            server.wait()
+        server.kill()
+        server.wait()
     record(
         "bad input",
         "largest UDP datagram through a mirror",

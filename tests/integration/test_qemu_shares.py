@@ -63,9 +63,9 @@ def checks(console: str) -> dict[str, str]:
 @pytest.mark.timeout(200)
 async def test_the_guest_sees_no_home_folder_but_its_shared_folders(
     hostnet_home: Path,
-    vm_image_cache: Path,
+    vm_image_cache: Path,  # noqa: F811 (the fixture imported above)
     tmp_path: Path,
-    home_secret: Path,  # noqa: F811
+    home_secret: Path,
 ) -> None:
     shared = tmp_path / "shared"
     shared.mkdir()
