@@ -7,6 +7,7 @@ inside reaches the daemon over the virtio-serial port. Servers in the VM are sta
 
 from __future__ import annotations
 
+import asyncio
 import os
 import signal
 import subprocess
@@ -26,6 +27,8 @@ from tests.integration.vm_helpers import (
     start_server,
     wait_for,
 )
+from vm.backends.qmp import QMPClient
+from vm.transport.mux_liveness import LIVENESS_TIMEOUT, PING_INTERVAL
 
 pytestmark = [
     pytest.mark.slow,
@@ -209,6 +212,43 @@ def test_crash_is_reported_and_the_restarted_vm_brings_mirrors_back(
     finally:
         server.kill()
         server.wait()
+
+
+async def _qmp(path: Path, command: str) -> None:
+    client = await QMPClient.connect(path)
+    try:
+        await client.execute(command)
+    finally:
+        await client.close()
+
+
+def test_a_hung_guest_is_reported_and_restarted(daemon: RunningDaemon) -> None:
+    """The guest frozen for real (QMP ``stop`` pauses its vCPUs; QEMU itself lives on): the
+    host's pings go unanswered, the status says so within the stated timeout, and the VM is
+    booted again like a crashed one."""
+    wait_for(lambda: _agent_connected(daemon), BOOT, "the agent before the hang")
+    vm_dir = daemon.home / "state" / "vm" / "qemu"
+    frozen_pid = int((vm_dir / "qemu.pid").read_text())
+    asyncio.run(_qmp(vm_dir / "qmp.sock", "stop"))
+    frozen_at = time.monotonic()
+    seen: list[tuple[float, str]] = []
+
+    def reported() -> bool:
+        vm = _status(daemon)["vm"]
+        assert isinstance(vm, dict)
+        if vm["state"] == "error":
+            seen.append((time.monotonic() - frozen_at, str(vm["detail"])))
+        return bool(seen)
+
+    wait_for(reported, LIVENESS_TIMEOUT + 20, "the hang to show in the status")
+    took, detail = seen[0]
+    assert "did not answer the host's pings" in detail and "booting it again" in detail
+    assert took >= LIVENESS_TIMEOUT - PING_INTERVAL, took  # not before the stated timeout
+    assert Path(f"/proc/{frozen_pid}").exists()  # QEMU lived on: only the pings told
+    wait_for(lambda: _agent_connected(daemon), BOOT + 30, "the restarted VM's agent")
+    assert int((vm_dir / "qemu.pid").read_text()) != frozen_pid
+    assert not Path(f"/proc/{frozen_pid}").exists()
+    assert vm_exec(daemon, "hostname").strip() == "hostnet-vm"
 
 
 def test_vm_down_powers_the_vm_off(daemon: RunningDaemon) -> None:

@@ -25,7 +25,9 @@ The guest sees nothing else of the host but /usr and what runs the agent, read-o
 The serial console goes to ``STATE/vm/qemu/console.log``. A VM that dies on its own is
 reported by ``restart_agent`` as an error carrying QEMU's account and the console's last
 lines for ``RESTART_HOLD`` seconds, then booted again (the daemon's link then reconnects
-and the mirrors come back).
+and the mirrors come back). So is a guest that hangs while QEMU lives: over virtio-serial
+the host pings it, and one that leaves ``LIVENESS_TIMEOUT`` (15 s) of pings unanswered
+counts as dead (vm/transport/mux_liveness.py), is powered off or killed, and booted again.
 """
 
 from __future__ import annotations
@@ -44,7 +46,7 @@ from vm.backends.guest_agent_launch import guest_agent_launch
 from vm.backends.protocol import SharedKernelLink
 from vm.backends.qemu import QemuConfig, QemuError, QemuExit, QemuVM
 from vm.transport.address import TransportAddress
-from vm.transport.mux_link import close_host_link
+from vm.transport.mux_link import close_host_link, guest_silence
 from vm.virtio_port import AGENT_PORT_NAME
 
 VSOCK_PORT = 5123
@@ -96,7 +98,8 @@ class QemuBackend:
         self.use_vsock = transport == "vsock" or (transport == "auto" and vsock_usable())
         self.cid = random.randint(3, 0x7FFFFFFF) if self.use_vsock else 0
         self.vm = QemuVM(self._config())
-        self.crashed: QemuExit | None = None
+        self.crashed: QemuExit | str | None = None
+        """The crash (or hang) being reported before the VM boots again."""
         self._crashed_at = 0.0
         self._hold = RESTART_HOLD
 
@@ -161,25 +164,37 @@ class QemuBackend:
         if self.vm.running:
             await self.vm.stop(timeout=float(self.options.get("stop_timeout", 15.0)))
 
+    def _silence(self) -> str | None:
+        """Why the guest counts as hung, when its link says so (virtio-serial only)."""
+        return None if self.use_vsock else guest_silence(str(self.vm.serial_socket_path))
+
     async def agent_alive(self) -> bool:
-        """The agent is the VM's one command: the VM runs exactly as long as it does."""
-        return self.vm.running
+        """The agent is the VM's one command: the VM runs exactly as long as it does, and
+        answers the link's pings unless it hangs."""
+        return self.vm.running and self._silence() is None
 
     async def restart_agent(self) -> None:
-        """After a crash: report it (VMError) for a while, then boot the VM again."""
+        """After a crash or a hang: report it (VMError) for a while, then boot the VM again."""
         ended = self.vm.exit
+        problem: QemuExit | str | None = None
         if ended is not None and not ended.requested:
-            if self.crashed is not ended:
-                self.crashed, self._crashed_at = ended, time.monotonic()
+            problem, what = ended, f"stopped: {ended.describe()}"
+        elif ended is None and (hung := self._silence()) is not None:
+            problem, what = hung, f"stopped answering: {hung}"
+        if problem is not None:
+            if self.crashed is not problem:
+                self.crashed, self._crashed_at = problem, time.monotonic()
             if time.monotonic() - self._crashed_at < self._hold:
                 raise VMError(
-                    f"the VM stopped: {ended.describe()}\n(console log: "
+                    f"the VM {what}\n(console log: "
                     f"{self.vm.console_log_path}; booting it again in {self._hold:.0f}s)"
                 )
             self._hold = min(self._hold * 2, 120.0)  # a VM that keeps crashing: back off
+        if not self.use_vsock:
+            await close_host_link(str(self.vm.serial_socket_path))  # a new link, not silent
         with contextlib.suppress(Exception):
             if self.vm.running:
-                await self.vm.stop(timeout=5)
+                await self.vm.stop(timeout=5)  # a hung guest ignores the power button
         await self.up()
 
     def shared_kernel_link(self) -> SharedKernelLink | None:

@@ -22,6 +22,7 @@ import socket
 from pathlib import Path
 
 from proxy.mux import MuxError
+from vm.transport.mux_liveness import Liveness
 from vm.transport.mux_session import MuxSession, StreamHandler
 from vm.virtio_port import find_virtio_port
 
@@ -40,6 +41,7 @@ class HostMuxLink:
         self.loop = asyncio.get_running_loop()
         self.session: MuxSession | None = None
         self.sessions = 0  # how many sessions ran (a reconnect starts a new one)
+        self.liveness = Liveness()
         self._changed = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
         self._closing = False
@@ -65,11 +67,13 @@ class HostMuxLink:
             self.session = session
             self.sessions += 1
             self._wake()
+            watchdog = self.loop.create_task(self.liveness.watch(session))
             try:
                 session.start()
                 await session.finished.wait()
                 log.info("virtio-serial link %s: %s; reconnecting", self.path, session.reason)
             finally:
+                watchdog.cancel()
                 session.close("the link closed")
                 if self.session is session:
                     self.session = None
@@ -136,6 +140,12 @@ def host_link(path: str) -> HostMuxLink:
         _host_links[path] = link
     link.start()
     return link
+
+
+def guest_silence(path: str) -> str | None:
+    """Why the guest behind ``path`` counts as hung (no answer to pings), or None."""
+    link = _host_links.get(path)
+    return link.liveness.silent if link is not None else None
 
 
 async def close_host_link(path: str) -> None:

@@ -63,6 +63,8 @@ class MuxSession:
         self.peer_ready = asyncio.Event()
         self.finished = asyncio.Event()
         self.reason = ""
+        self.bytes_heard = 0
+        """Bytes the peer sent in this session: a liveness check watches it move."""
         self._pending = b""
         self._writing = False
         self._reading = False
@@ -75,6 +77,7 @@ class MuxSession:
         self.loop.add_reader(self.fd, self._on_readable)
         self._reading = True
         if initial:
+            self.bytes_heard += len(initial)
             self._feed(initial)
         self._flush()
 
@@ -99,6 +102,12 @@ class MuxSession:
     @property
     def alive(self) -> bool:
         return not self.finished.is_set()
+
+    def ping(self) -> None:
+        """Ask the peer for a sign of life (it answers with a PONG)."""
+        if self.alive:
+            self.mux.ping()
+            self.kick()
 
     # -- streams ---------------------------------------------------------------------------
 
@@ -134,6 +143,7 @@ class MuxSession:
         if not data:
             self.close("the byte stream ended")
             return
+        self.bytes_heard += len(data)
         self._feed(data)
         self._flush()
 
