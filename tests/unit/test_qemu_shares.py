@@ -7,9 +7,10 @@ from pathlib import Path
 
 import pytest
 
-from vm.backends.netns import VMError
+from vm.backends.errors import VMError
+from vm.backends.options import check_options
 from vm.backends.qemu import QemuConfig, QemuError, QemuVM
-from vm.backends.qemu_daemon import check_options
+from vm.backends.qemu_backend import OPTIONS_SCHEMA
 from vm.backends.qemu_image import VMImage
 from vm.backends.qemu_shares import MAX_SHARES, Share, ShareError, guest_shares, write_guest_etc
 
@@ -85,9 +86,10 @@ def test_a_bad_folder_fails_the_vm_start_with_the_reason(tmp_path: Path) -> None
 
 
 def test_the_setting_reaches_the_backend_checked() -> None:
-    assert check_options({"shared_folders": ["/srv"]}) == {"shared_folders": ["/srv"]}
-    with pytest.raises(VMError, match="FilesharingDirectories"):
-        check_options({"shared_folders": [3]})
+    options = {"shared_folders": ["/srv"]}
+    assert check_options("qemu", OPTIONS_SCHEMA, options) == options
+    with pytest.raises(VMError, match="shared_folders=\\[3\\] has 3, which is not a string"):
+        check_options("qemu", OPTIONS_SCHEMA, {"shared_folders": [3]})
 
 
 def test_the_guests_etc_holds_no_host_secret(tmp_path: Path) -> None:

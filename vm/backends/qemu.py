@@ -213,7 +213,7 @@ class QemuVM:
         try:
             return guest_shares(extra, self.config.shared_folders)
         except ShareError as exc:
-            raise QemuError(str(exc)) from None
+            raise QemuError(exc.problem, exc.fix) from None
 
     def _write_share(self) -> None:
         cfg = self.config

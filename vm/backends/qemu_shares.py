@@ -22,6 +22,10 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
+from vm.backends.errors import VMError
+
+SETTING_FIX = "change FilesharingDirectories with `hostnet settings set FilesharingDirectories`"
+
 SYSTEM_TREES = ("/usr",)
 """Host folders every guest command needs: programs, libraries, Python's stdlib. A Docker
 engine helper adds its own (say /etc/docker) through ``extra``; dockerd, containerd and runc
@@ -43,8 +47,8 @@ COPIED_ETC = ("ld.so.cache", "nsswitch.conf")
 read. Nothing secret: both are world-readable."""
 
 
-class ShareError(ValueError):
-    """A folder cannot be shared with the guest; the message names it and the fix."""
+class ShareError(VMError):
+    """A folder cannot be shared with the guest; the problem names it, the fix what to do."""
 
 
 @dataclass(frozen=True)
@@ -73,14 +77,16 @@ def check_shared_folder(raw: str) -> Path:
     """A user's shared folder as a resolved path; ShareError saying why it cannot be."""
     path = Path(raw)
     if not path.is_absolute():
-        raise ShareError(f"shared folder {raw!r} is not an absolute path: give its full path")
+        raise ShareError(f"shared folder {raw!r} is not an absolute path", "give its full path")
     resolved = path.resolve()
     if not resolved.is_dir():
-        raise ShareError(f"shared folder {raw} is not a folder on this machine: create it first")
+        raise ShareError(f"shared folder {raw} is not a folder on this machine", "create it first")
     if resolved == Path("/"):
-        raise ShareError("the whole root (/) cannot be shared: share the folders you need")
+        raise ShareError("the whole root (/) cannot be shared", "share the folders you need")
     if any(c.isspace() or c == ":" for c in str(resolved)):
-        raise ShareError(f"shared folder {resolved}: paths with whitespace or ':' are not shared")
+        raise ShareError(
+            f"shared folder {resolved}: paths with whitespace or ':' are not shared", SETTING_FIX
+        )
     return resolved
 
 
@@ -113,12 +119,12 @@ def guest_shares(extra: Iterable[Path] = (), shared_folders: Sequence[str] = ())
         if any(_is_under(path, s.path) and s.writable == writable for s in shares):
             continue
         if path == Path("/"):
-            raise ShareError("the whole root (/) cannot be shared with the guest")
+            raise ShareError("the whole root (/) cannot be shared", "share the folders you need")
         shares.append(Share(path, writable))
     if len(shares) > MAX_SHARES:
         raise ShareError(
-            f"{len(shares)} folders to share with the guest, more than the {MAX_SHARES} it can "
-            "take: share a common parent folder instead of several of its subfolders"
+            f"{len(shares)} folders to share with the guest, more than the {MAX_SHARES} it takes",
+            "share a common parent folder instead of several of its subfolders",
         )
     return shares
 
