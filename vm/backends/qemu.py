@@ -208,7 +208,7 @@ class QemuVM:
     def shares(self) -> list[Share]:
         """The host folders this guest sees (besides its per-VM folder), outermost first."""
         extra = [*self.config.visible_paths]
-        if self.config.cwd:
+        if self.config.cwd and Path(self.config.cwd).resolve() != Path("/"):
             extra.append(Path(self.config.cwd))  # the command starts there: always visible
         try:
             return guest_shares(extra, self.config.shared_folders)
