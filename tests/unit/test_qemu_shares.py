@@ -12,11 +12,18 @@ from vm.backends.options import check_options
 from vm.backends.qemu import QemuConfig, QemuError, QemuVM
 from vm.backends.qemu_backend import OPTIONS_SCHEMA
 from vm.backends.qemu_image import VMImage
-from vm.backends.qemu_shares import MAX_SHARES, Share, ShareError, guest_shares, write_guest_etc
+from vm.backends.qemu_shares import (
+    MAX_SHARES,
+    Share,
+    ShareError,
+    agent_runtime,
+    guest_shares,
+    write_guest_etc,
+)
 
 
 def test_the_guest_sees_usr_and_what_runs_the_agent_and_nothing_of_homes() -> None:
-    shares = guest_shares()
+    shares = guest_shares(extra=agent_runtime())
     paths = [share.path for share in shares]
     assert Path("/usr") in paths
     assert not any(share.writable for share in shares)

@@ -4,9 +4,9 @@ The guest's root is its own tmpfs. Into it go, at their host paths:
 
 - the system runtime (``/usr``; ``/bin``, ``/lib``... as the same symlinks where the host has
   merged /usr): the shell, coreutils, libc, and later the container engine's binaries;
-- the agent's runtime: the Python that runs it (``sys.base_prefix``, ``sys.prefix``) and
-  hostnet's code (the source root, or site-packages when installed);
-- whatever ``extra`` names (a guest command's working folder, an engine helper's files);
+- whatever ``extra`` names: what runs the guest command (``agent_runtime()``: the Python
+  and hostnet's code; a frozen build's zipapp and the host's python3), its working folder,
+  an engine helper's files;
 - the folders the user shares (the ``FilesharingDirectories`` setting), read-write.
 
 Each is a separate 9p export of that folder alone, read-only unless shared by the user: the
@@ -102,13 +102,14 @@ def root_links() -> list[tuple[str, str]]:
 def guest_shares(extra: Iterable[Path] = (), shared_folders: Sequence[str] = ()) -> list[Share]:
     """Every 9p export of one guest, outermost first.
 
-    ``extra`` are read-only additions (each resolved; one inside another export is covered
-    by it); ``shared_folders`` the user's, read-write. Raises ShareError for a bad folder.
+    ``extra`` are read-only additions, what runs the guest command among them (say
+    ``agent_runtime()``; each resolved, one inside another export is covered by it);
+    ``shared_folders`` are the user's, read-write. Raises ShareError for a bad folder.
     """
     wanted: dict[Path, bool] = {}
     system = [Path(p) for p in SYSTEM_TREES]
     system += [Path(p) for p in ROOT_LINKS if os.path.isdir(p) and not os.path.islink(p)]
-    for path in [*system, *agent_runtime(), *(Path(p).resolve() for p in extra)]:
+    for path in [*system, *(Path(p).resolve() for p in extra)]:
         wanted.setdefault(path, False)
     for raw in shared_folders:
         wanted[check_shared_folder(raw)] = True
