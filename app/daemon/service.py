@@ -22,6 +22,13 @@ from typing import Any
 
 from app.daemon.events import EventBus
 from app.daemon.forwarding import Forwarding
+from app.daemon.kernel_carrier import (
+    DataPathChoice,
+    KernelCarrier,
+    add_counters,
+    kernel_path_for,
+    wanted_ports,
+)
 from app.engine.daemon_engine import DaemonEngine
 from app.engine.port_owners import PortOwners
 from app.paths import Paths
@@ -41,6 +48,9 @@ from app.signin.state import current_session, record_paths
 from proxy import __version__
 from proxy.errors import HostnetError
 from proxy.mirror_set import MirrorState
+from proxy.nat.kernel_path import remove_stale_tables
+from proxy.nat.nft import NftError, nft_available
+from proxy.nat.ruleset import Direction
 from proxy.states import ForwardingState, LinkState, VmState
 from vm.backends.errors import VMError
 from vm.backends.protocol import Backend
@@ -70,6 +80,8 @@ class Daemon:
         self._backend_config: tuple[str, dict[str, Any]] = ("", {})
         self._switching_vm = False
         self.forwarding: Forwarding | None = None
+        self.kernel: KernelCarrier | None = None
+        self.data_path = DataPathChoice("auto", "proxy")
         self.vm_state = VmState.DOWN
         self.vm_detail = ""
         self.link_state = LinkState.DOWN
@@ -133,6 +145,9 @@ class Daemon:
         caller checked it first). What changes while the VM boots is taken at once and
         applied as soon as the VM is up."""
         assert self.effective is not None
+        if os.geteuid() == 0 and nft_available():
+            # Kernel-path tables of VMs that are gone (a killed daemon's): remove them.
+            await asyncio.get_running_loop().run_in_executor(None, remove_stale_tables)
         loop = asyncio.get_running_loop()
         self._tasks = [
             loop.create_task(self._follow_settings()),
@@ -213,11 +228,61 @@ class Daemon:
             excluded=lambda port: is_excluded(port, ranges),
             on_mirror=self._on_mirror,
             on_link_state=self._on_link_state,
-            on_vm_mirrors=lambda mirrors: self.events.publish("ports", self.ports()),
+            on_vm_mirrors=self._on_vm_mirrors,
             vm_sockets=vm_sockets,
             udp_idle_timeout=float(self.effective["HostNetworkingUdpIdleTimeoutSeconds"]),
         )
+        await self._start_kernel_path()  # before the mirrors, so their first ports go in
         await self.forwarding.start()
+
+    async def _start_kernel_path(self) -> None:
+        """NAT rules carry the mirrored IPv4 ports where the VM allows it; else the proxy."""
+        assert self.effective is not None
+        setting = str(self.effective["HostNetworkingDataPath"])
+        path = kernel_path_for(
+            setting,
+            self.backend,
+            expose_all=bool(self.effective["HostNetworkingExposeAllInterfaces"]),
+        )
+        if isinstance(path, str):
+            self.data_path = DataPathChoice(setting, "proxy", "" if setting == "proxy" else path)
+            return
+        carrier = KernelCarrier(path)
+        try:
+            await carrier.start()
+        except NftError as exc:
+            await carrier.close()
+            self.data_path = DataPathChoice(setting, "proxy", str(exc))
+            return
+        self.kernel = carrier
+        self.data_path = DataPathChoice(setting, "kernel")
+        self._kernel_want()
+
+    async def _switch_data_path(self, setting: str) -> None:
+        """Rules made or removed only when the path changes: auto and kernel both mean the
+        kernel, and remaking its rules would cut the connections it carries."""
+        if (setting == "proxy") == (self.kernel is None):
+            self.data_path = dataclasses.replace(self.data_path, setting=setting)
+            return
+        await self._stop_kernel_path()
+        await self._start_kernel_path()
+
+    def _kernel_want(self) -> None:
+        """Discovery moved a mirror: the kernel carries what the mirrors now carry."""
+        if self.kernel is None or self.forwarding is None or self.effective is None:
+            return
+        ranges = port_ranges(self.effective["HostNetworkingExcludedPorts"] or [])
+        self.kernel.want(
+            wanted_ports(
+                self.forwarding.mirrors.states(),
+                self.forwarding.vm_mirrors,
+                lambda port: is_excluded(port, ranges),
+            )
+        )
+
+    def _on_vm_mirrors(self, mirrors: list[dict[str, Any]]) -> None:
+        self._kernel_want()
+        self.events.publish("ports", self.ports())
 
     def _vm_sockets(self) -> NamespaceSockets | None:
         """Sockets made in the VM's namespace by a thread of ours, where we may enter it."""
@@ -234,7 +299,16 @@ class Daemon:
             return None
         return sockets
 
+    async def _stop_kernel_path(self) -> None:
+        """Remove the rules; rows say ``kernel`` until they are gone (a connection made
+        before then is still the kernel's, and ends with the rules)."""
+        if self.kernel is not None:
+            await self.kernel.close()
+            self.kernel = None
+            self.data_path = DataPathChoice(self.data_path.setting, "proxy", "turned off")
+
     async def _stop_forwarding(self) -> None:
+        await self._stop_kernel_path()
         if self.forwarding is not None:
             forwarding, self.forwarding = self.forwarding, None
             await forwarding.stop()
@@ -368,16 +442,21 @@ class Daemon:
     async def _apply_live(self, changed: tuple[str, ...]) -> None:
         assert self.forwarding is not None and self.effective is not None
         if "HostNetworkingExposeAllInterfaces" in changed:
-            await self.forwarding.set_expose_all(
-                bool(self.effective["HostNetworkingExposeAllInterfaces"])
-            )
+            expose_all = bool(self.effective["HostNetworkingExposeAllInterfaces"])
+            if self.kernel is not None:
+                with contextlib.suppress(NftError):
+                    await self.kernel.path.set_expose_all(expose_all)
+            await self.forwarding.set_expose_all(expose_all)
         if "HostNetworkingUdpIdleTimeoutSeconds" in changed:
             self.forwarding.set_udp_idle_timeout(
                 float(self.effective["HostNetworkingUdpIdleTimeoutSeconds"])
             )
+        if "HostNetworkingDataPath" in changed:
+            await self._switch_data_path(str(self.effective["HostNetworkingDataPath"]))
         if "HostNetworkingExcludedPorts" in changed:
             ranges = port_ranges(self.effective["HostNetworkingExcludedPorts"] or [])
             await self.forwarding.set_excluded(lambda port: is_excluded(port, ranges))
+            self._kernel_want()
 
     async def _publish_counters(self) -> None:
         """Counters move without a state change: send the port list when it differs, at most
@@ -422,6 +501,9 @@ class Daemon:
                     forwarding.replace_vm_sockets(
                         await asyncio.get_running_loop().run_in_executor(None, self._vm_sockets)
                     )
+                if self.kernel is not None:  # the namespace may be new: its table too
+                    with contextlib.suppress(NftError):
+                        await self.kernel.restart()
                 self._set_vm(VmState.UP, "")
             except (VMError, OSError) as exc:
                 self._set_vm(VmState.ERROR, str(exc))
@@ -438,7 +520,8 @@ class Daemon:
         self.events.publish("status", self.status())
 
     def _on_mirror(self, mirror: MirrorState) -> None:
-        self.events.publish("port", port_entry(mirror))
+        self._kernel_want()
+        self.events.publish("port", self._with_path(port_entry(mirror)))
 
     def state_name(self) -> ForwardingState:
         decision = self.decision
@@ -493,6 +576,8 @@ class Daemon:
             "agent": {"state": self.link_state, "detail": self.link_detail},
             "engine": self.engine.to_json(),
             "hold": self.forwarding.hold_status() if self.forwarding else None,
+            "data_path": self.data_path.as_dict()
+            | ({"error": self.kernel.error} if self.kernel and self.kernel.error else {}),
             "problems": [p.to_json() for p in effective.problems] if effective else [],
         }
 
@@ -513,7 +598,24 @@ class Daemon:
                     "counters": item["counters"],
                 }
             )
+        entries = [self._with_path(entry) for entry in entries]
         return self.port_owners.annotate(entries, self.backend, self.engine.docker_host())
+
+    def _with_path(self, entry: dict[str, Any]) -> dict[str, Any]:
+        """A port row with ``path`` (kernel or proxy) and, if the kernel carries it, the
+        kernel's counters added to the proxy's."""
+        kernel = self.kernel
+        vm_to_host = entry["direction"] == "vm-to-host"
+        address = entry["host_address"] if vm_to_host else entry["vm_address"]
+        direction: Direction = "to_vm" if vm_to_host else "to_host"
+        path = "proxy"
+        if kernel is not None:
+            path = kernel.path_of(direction, entry["proto"], entry["port"], address)
+            counters = kernel.counters(direction, entry["proto"], entry["port"])
+            if path == "kernel" and counters is not None:
+                entry = {**entry, "counters": dict(entry["counters"])}
+                add_counters(entry, counters)
+        return {**entry, "path": path}
 
 
 SessionFiles = tuple[Signature, ...]

@@ -206,8 +206,13 @@ def udp_flows_open(daemon: RunningDaemon, port: int, direction: str) -> int:
 
 
 def test_udp_idle_timeout_setting_closes_idle_flows(daemon: RunningDaemon) -> None:
-    """HostNetworkingUdpIdleTimeoutSeconds applies to the mirrors, live."""
-    daemon.client.call("PUT", "/v1/settings", {"HostNetworkingUdpIdleTimeoutSeconds": 0.5})
+    """HostNetworkingUdpIdleTimeoutSeconds applies to the mirrors, live (the proxy path's
+    flows: the kernel path's expire on conntrack's timers)."""
+    daemon.client.call(
+        "PUT",
+        "/v1/settings",
+        {"HostNetworkingUdpIdleTimeoutSeconds": 0.5, "HostNetworkingDataPath": "proxy"},
+    )
     port = free_port("udp")
     server = start_server(daemon.vm_prefix, "udp", "0.0.0.0", port)
 
@@ -226,12 +231,17 @@ def test_udp_idle_timeout_setting_closes_idle_flows(daemon: RunningDaemon) -> No
     finally:
         server.kill()
         server.wait()
-        daemon.client.call("PUT", "/v1/settings", {"HostNetworkingUdpIdleTimeoutSeconds": 60})
+        daemon.client.call(
+            "PUT",
+            "/v1/settings",
+            {"HostNetworkingUdpIdleTimeoutSeconds": 60, "HostNetworkingDataPath": "auto"},
+        )
 
 
 def test_udp_idle_timeout_setting_reaches_the_agents_mirrors(daemon: RunningDaemon) -> None:
     """The same setting applies to the agent's mirrors of host ports (VM -> host), live:
     a flow that would stay for 60 s closes once the setting drops to 0.5 s."""
+    daemon.client.call("PUT", "/v1/settings", {"HostNetworkingDataPath": "proxy"})
     port = free_port("udp")
     server = start_server([], "udp", "127.0.0.1", port)  # on the host
 
@@ -254,4 +264,8 @@ def test_udp_idle_timeout_setting_reaches_the_agents_mirrors(daemon: RunningDaem
     finally:
         server.kill()
         server.wait()
-        daemon.client.call("PUT", "/v1/settings", {"HostNetworkingUdpIdleTimeoutSeconds": 60})
+        daemon.client.call(
+            "PUT",
+            "/v1/settings",
+            {"HostNetworkingUdpIdleTimeoutSeconds": 60, "HostNetworkingDataPath": "auto"},
+        )

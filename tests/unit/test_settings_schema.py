@@ -25,6 +25,7 @@ REQUIRED_KEYS = {
     "HostNetworkingExposeAllInterfaces": (bool, False),
     "HostNetworkingExcludedPorts": (list, []),
     "HostNetworkingUdpIdleTimeoutSeconds": (int, 60),
+    "HostNetworkingDataPath": (str, "auto"),
     "VmBackend": (str, "netns"),
     "VmOptions": (dict, {}),
     "FilesharingDirectories": (list, []),

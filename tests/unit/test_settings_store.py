@@ -48,6 +48,7 @@ def test_round_trip_every_settable_key(hostnet_home: Path) -> None:
         "HostNetworkingExposeAllInterfaces": True,
         "HostNetworkingExcludedPorts": [22, "8000-8010"],
         "HostNetworkingUdpIdleTimeoutSeconds": 2.5,
+        "HostNetworkingDataPath": "proxy",
         "VmBackend": "qemu",
         "VmOptions": {"memory_mib": 2048, "cpus": 2},
         "FilesharingDirectories": ["/srv/projects"],

@@ -25,6 +25,7 @@ import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
+from proxy.nat.kernel_path import remove_host_table
 from proxy.wire import load_or_create_secret
 from vm.backends.errors import VMError
 
@@ -283,6 +284,8 @@ class NetnsVM:
                 with contextlib.suppress(ProcessLookupError):
                     os.kill(pid, signal.SIGKILL)
         self._remove_namespace()
+        if not self.rootless:
+            remove_host_table(self.host_if)  # the kernel path's rules for this VM's link
         for path in (self.state_file, self.agent_socket, self.vm_dir / "agent.ready"):
             with contextlib.suppress(FileNotFoundError):
                 path.unlink()

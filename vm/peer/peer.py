@@ -111,9 +111,14 @@ class Peer:
     def _worth_reporting(self) -> set[WireListener]:
         return {
             WireListener(item.proto, item.host, item.port)
-            for item in self.watcher.current
+            for item in self._reachable()
             if self.reports(item)
         }
+
+    def _reachable(self) -> frozenset[Listener]:
+        """This side's listeners less the excluded ports: excluded in both directions."""
+        excluded = self.mirrors.excluded_ports
+        return frozenset(item for item in self.watcher.current if not excluded(item.port))
 
     async def report_all(self) -> None:
         """After a (re)connection: the other side gets the whole set anew."""
@@ -135,7 +140,7 @@ class Peer:
         return any(i.proto == proto and i.port == port for i in self.watcher.current)
 
     def listens_now(self, proto: Proto, host: str, port: int) -> bool:
-        return listening_now(self.watcher.current, proto, host, port)
+        return listening_now(self._reachable(), proto, host, port)
 
     async def connect_local(self, proto: Proto, host: str, port: int) -> socket.socket:
         """A socket connected to this side's ``proto host:port``, for the other side. Only a
@@ -150,7 +155,7 @@ class Peer:
     async def serve_open_request(self, wire: WireSocket, request: Request) -> None:
         """The other side asks for one of our ports on the control connection (shared
         kernel): connect it and hand the socket over in the answer."""
-        await serve_open_request(wire, request, self.watcher.current, self.side)
+        await serve_open_request(wire, request, self._reachable(), self.side)
 
     # -- the other side's listeners, mirrored here ----------------------------------------
 
@@ -207,4 +212,4 @@ class Peer:
             if mirror.state == MirrorPhase.ACTIVE and excluded(mirror.key.port):
                 mirror.state = MirrorPhase.PENDING
                 await self.mirrors.stop_engine(mirror)
-        await self.mirrors.reconcile()
+        await self._report_change()  # excluded ports leave the other side's view too
