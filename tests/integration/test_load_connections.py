@@ -1,4 +1,4 @@
-"""10,000 TCP connections open at once through the whole path, every byte checked.
+"""10,000 TCP connections open at once through the whole proxy path, every byte checked.
 
 Host client -> the daemon's mirror on 127.0.0.1 -> a stream to the agent -> the VM's echo
 server, as a developer's tools would use it. All connections are open at the same moment
@@ -75,7 +75,9 @@ def start_async_echo(prefix: list[str], port: int) -> subprocess.Popen[str]:
 def loaded_daemon(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RunningDaemon]:
     with raised_limits(4 * CONNECTIONS + 10_000):
         home = tmp_path_factory.mktemp("load") / "home"
-        session = daemon_session(home, {"HostNetworkingEnabled": True})
+        # The proxy path: the kernel path's own 10k row is test_load_kernel_path.py.
+        settings = {"HostNetworkingEnabled": True, "HostNetworkingDataPath": "proxy"}
+        session = daemon_session(home, settings)
         daemon = next(session)
         raise_in_namespace(daemon.vm_prefix)
         yield daemon

@@ -26,6 +26,8 @@ SUITE = [
     "tests/integration/test_fault_transport_cut.py",
     "tests/integration/test_fault_signin.py",
     "tests/integration/test_load_connections.py",
+    "tests/integration/test_load_kernel_path.py",
+    "tests/integration/test_kernel_path_daemon.py",
     "tests/integration/test_load_ports.py",
     "tests/integration/test_soak.py",
     "tests/integration/test_security_access.py",
