@@ -28,39 +28,40 @@ from __future__ import annotations
 
 import contextlib
 import json
-import os
-import shutil
 import statistics
 import subprocess
 import sys
-import tempfile
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
 from tests.bench import tools
 from tests.bench.bench_full_path import (
     CONCURRENCY,
+    CONN_SECONDS,
+    CONN_WARMUP,
     Direction,
     Side,
     Vm,
-    conn_rate_client,
     directions,
+    namespace_vm,
     ratio_row,
     wait,
 )
+from tests.bench.smoke_mode import full_or_smoke
 
+SMOKE_MARKS = ("root",)
 BULK_SECONDS = 3
-BULK_ROUNDS = 2
-CONN_ROUNDS = 3
+BULK_ROUNDS = full_or_smoke(2, 1)
+BULK_STREAMS = full_or_smoke((1, 4), (1,))
+CONN_ROUNDS = full_or_smoke(3, 1)
 UDP_RATE = 30_000
-UDP_SECONDS = 3.0
-UDP_ROUNDS = 2
+UDP_SECONDS = full_or_smoke(3.0, 0.2)
+UDP_ROUNDS = full_or_smoke(2, 1)
 SWITCH_TIMEOUT = 30.0
-SETTLE = 0.5
-SWITCH_SETTLE = 2.0
+SETTLE = full_or_smoke(0.5, 0.1)
+SWITCH_SETTLE = full_or_smoke(2.0, 0.2)
 """Seconds after each measurement: a server finishes with its last client first."""
 IPERF3_ATTEMPTS = 4
 ROUTE_NAMES = ("direct", "kernel", "proxy", "pasta", "socat")
@@ -350,7 +351,8 @@ def iperf3_streams(side: Side, host: str, port: int, streams: int) -> dict[str, 
 
 
 def iperf3_once(side: Side, host: str, port: int, streams: int) -> dict[str, Any]:
-    argv = ["iperf3", "-c", host, "-p", str(port), "-t", str(BULK_SECONDS), "-J"]
+    argv = ["iperf3", "-c", host, "-p", str(port), "-J"]
+    argv += full_or_smoke(["-t", str(BULK_SECONDS)], ["-n", str(tools.IPERF3_SMOKE_BYTES)])
     done = subprocess.run(
         side.argv([*argv, "-P", str(streams)]),
         capture_output=True,
@@ -373,7 +375,14 @@ def connection_rate(vm: Vm, direction: Direction) -> list[dict[str, Any]]:
         return [*argv, "--host", host, "--port", str(port)]
 
     def rate(route: Route) -> dict[str, float]:
-        return conn_rate_client(direction.client, route.host, route.port)
+        return tools.connection_rate(
+            route.port,
+            host=route.host,
+            prefix=direction.client.prefix,
+            seconds=CONN_SECONDS,
+            concurrency=CONCURRENCY,
+            warmup=CONN_WARMUP,
+        )
 
     with (
         serving_all(direction.server, serve, "tcp", ports, direction),
@@ -489,38 +498,6 @@ def udp_loss(vm: Vm, direction: Direction) -> list[dict[str, Any]]:
     return rows
 
 
-@contextlib.contextmanager
-def namespace_vm() -> Iterator[Vm]:
-    """A root daemon with host networking on (data path auto) and its agent connected."""
-    if os.geteuid() != 0:
-        raise tools.BenchError("the kernel-path benchmark needs root (namespaces, nftables)")
-    from tests.integration.daemon_fixture import start_daemon
-
-    home = Path(tempfile.mkdtemp(prefix="hostnet-bench-kernel-path-"))
-    daemon = None
-    try:
-        daemon = start_daemon(home, {"HostNetworkingEnabled": True})
-        wait(
-            lambda: daemon.client.get("/v1/status")["agent"]["state"] == "connected",
-            10,
-            "the agent to connect",
-        )
-        netns = daemon.netns
-        yield Vm(
-            daemon=daemon,
-            host=Side("host", ()),
-            vm=Side("vm", tuple(daemon.vm_prefix)),
-            host_ip=netns["host_ip"],
-            vm_ip=netns["vm_ip"],
-            daemon_pid=daemon.proc.pid,
-            agent_pid=int(netns["agent_pid"]),
-        )
-    finally:
-        if daemon is not None:
-            daemon.stop()
-        shutil.rmtree(home, ignore_errors=True)
-
-
 def run() -> list[dict[str, Any]]:
     rows: list[dict[str, Any]] = []
     with namespace_vm() as vm:
@@ -528,7 +505,7 @@ def run() -> list[dict[str, Any]]:
         if data_path["active"] != "kernel":
             raise tools.BenchError(f"the daemon does not use the kernel path: {data_path}")
         for direction in directions(vm):
-            for streams in (1, 4):
+            for streams in BULK_STREAMS:
                 rows += tcp_bulk(vm, direction, streams)
             rows += connection_rate(vm, direction)
             rows += udp_loss(vm, direction)
