@@ -53,6 +53,7 @@ def kernel_row(daemon: RunningDaemon, port: int) -> dict[str, object] | None:
 
 
 @pytest.mark.slow
+@pytest.mark.timeout(300)  # 10,000 connections on a loaded 2-core machine
 async def test_ten_thousand_concurrent_connections_on_the_kernel_path(
     kernel_daemon: RunningDaemon,
 ) -> None:
