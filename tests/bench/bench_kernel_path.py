@@ -64,6 +64,7 @@ SETTLE = full_or_smoke(0.5, 0.1)
 SWITCH_SETTLE = full_or_smoke(2.0, 0.2)
 """Seconds after each measurement: a server finishes with its last client first."""
 IPERF3_ATTEMPTS = 4
+PASTA_ATTEMPTS = 3
 ROUTE_NAMES = ("direct", "kernel", "proxy", "pasta", "socat")
 
 
@@ -183,15 +184,14 @@ class Ports:
 @contextlib.contextmanager
 def routes(vm: Vm, direction: Direction, proto: str, ports: Ports) -> Iterator[dict[str, Route]]:
     """Every route to the servers on ``ports``; pasta and socat reach the kernel route's."""
-    pasta_port, socat_port = tools.free_port(udp=True), tools.free_port(udp=True)
+    socat_port = tools.free_port(udp=True)
     client = direction.client
     with (
-        tools.running(pasta_argv(vm, direction, proto, pasta_port, ports.kernel)) as pasta,
+        pasta_forward(vm, direction, proto, ports.kernel) as (pasta, pasta_port),
         started(
             client, socat_argv(direction, proto, socat_port, ports.kernel), proto, socat_port
         ) as socat,
     ):
-        wait(lambda: bound(client, proto, pasta_port), 10, "pasta to listen", pasta)
         hostnet = {"daemon": vm.daemon_pid, "agent": vm.agent_pid}
         yield {
             "direct": Route(direction.direct_ip, ports.direct),
@@ -200,6 +200,27 @@ def routes(vm: Vm, direction: Direction, proto: str, ports: Ports) -> Iterator[d
             "pasta": Route("127.0.0.1", pasta_port, {"pasta": pasta.pid}),
             "socat": Route("127.0.0.1", socat_port, {"socat": socat.pid}, tree=True),
         }
+
+
+@contextlib.contextmanager
+def pasta_forward(
+    vm: Vm, direction: Direction, proto: str, port: int
+) -> Iterator[tuple[tools.Running, int]]:
+    """pasta forwarding a free port to ``port``; a pasta that exits at once (seen now and
+    then on a loaded machine, with nothing on its output) is started again on another port."""
+    failures = []
+    for _ in range(PASTA_ATTEMPTS):
+        listen = tools.free_port(udp=True)
+        argv = pasta_argv(vm, direction, proto, listen, port)
+        with tools.running(argv) as pasta:
+            try:
+                wait(lambda: bound(direction.client, proto, listen), 10, "pasta to listen", pasta)
+            except tools.BenchError as exc:
+                failures.append(f"{' '.join(argv)}: {exc}")
+                continue
+            yield pasta, listen
+            return
+    raise tools.BenchError("pasta did not start: " + "; ".join(failures))
 
 
 def take_turns(
