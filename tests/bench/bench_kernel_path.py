@@ -34,6 +34,7 @@ import sys
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
+from functools import partial
 from typing import Any
 
 from tests.bench import tools
@@ -214,7 +215,7 @@ def pasta_forward(
         argv = pasta_argv(vm, direction, proto, listen, port)
         with tools.running(argv) as pasta:
             try:
-                wait(lambda: bound(direction.client, proto, listen), 10, "pasta to listen", pasta)
+                wait(partial(bound, direction.client, proto, listen), 10, "pasta", pasta)
             except tools.BenchError as exc:
                 failures.append(f"{' '.join(argv)}: {exc}")
                 continue
