@@ -111,8 +111,14 @@ class KernelCarrier:
         self._tasks.append(asyncio.get_running_loop().create_task(coro))
 
     async def restart(self) -> None:
-        """The VM's namespace was made anew: both tables again, then the ports."""
-        await self.path.start()
+        """The VM's namespace was made anew: both tables again, then the ports. A failure
+        leaves the proxy carrying, and is shown in the status."""
+        try:
+            await self.path.start()
+        except NftError as exc:
+            self.error = str(exc)
+            log.warning("kernel path: remaking the rules failed: %s", exc)
+            return
         self._changed.set()
 
     def want(self, ports: frozenset[PortKey]) -> None:

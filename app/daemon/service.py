@@ -502,8 +502,9 @@ class Daemon:
                         await asyncio.get_running_loop().run_in_executor(None, self._vm_sockets)
                     )
                 if self.kernel is not None:  # the namespace may be new: its table too
-                    with contextlib.suppress(NftError):
-                        await self.kernel.restart()
+                    await self.kernel.restart()
+                elif forwarding is not None and forwarding is self.forwarding:
+                    await self._start_kernel_path()  # it may have failed with the old VM
                 self._set_vm(VmState.UP, "")
             except (VMError, OSError) as exc:
                 self._set_vm(VmState.ERROR, str(exc))

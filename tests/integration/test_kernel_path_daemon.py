@@ -344,21 +344,27 @@ def test_a_destroyed_vm_gets_its_kernel_path_back(tmp_path: Path) -> None:
     new VM and both tables again, and a new VM port is carried by the kernel."""
     daemon = start_daemon(tmp_path, {"HostNetworkingEnabled": True})
     try:
+        wait_for(
+            lambda: daemon.client.get("/v1/status")["data_path"]["active"] == "kernel",
+            10,
+            "the kernel path",
+        )
         name = daemon.netns["name"]
         old_agent = daemon.netns["agent_pid"]
         pids = subprocess.run(["ip", "netns", "pids", name], capture_output=True, text=True)
         for pid in pids.stdout.split():
             os.kill(int(pid), signal.SIGKILL)
         subprocess.run(["ip", "netns", "delete", name], check=True)
-        wait_for(
-            lambda: (
-                Path("/run/netns", name).exists()
-                and daemon.netns["agent_pid"] != old_agent
-                and daemon.client.get("/v1/status")["agent"]["state"] == "connected"
-            ),
-            20,
-            "a new VM and its agent",
-        )
+
+        def remade() -> bool:
+            try:  # the state file is written anew while the VM is made again
+                agent = daemon.netns["agent_pid"]
+            except (OSError, ValueError):
+                return False
+            status = daemon.client.get("/v1/status")
+            return bool(agent != old_agent and status["agent"]["state"] == "connected")
+
+        wait_for(remade, 20, "a new VM and its agent")
         port = free_port()
         server = serve(vm_in(daemon), "tcp", "127.0.0.1", port)
         try:
