@@ -121,6 +121,15 @@ class KernelCarrier:
             return
         self._changed.set()
 
+    async def apply_now(self, ports: frozenset[PortKey]) -> None:
+        """Carry exactly ``ports`` before returning (a setting that takes ports away)."""
+        self._wanted = ports
+        try:
+            await self.path.set_ports(ports)
+        except NftError as exc:
+            self.error = str(exc)
+            log.warning("kernel path: %s", exc)
+
     def want(self, ports: frozenset[PortKey]) -> None:
         if ports != self._wanted:
             self._wanted = ports

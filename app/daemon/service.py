@@ -50,7 +50,7 @@ from proxy.errors import HostnetError
 from proxy.mirror_set import MirrorState
 from proxy.nat.kernel_path import remove_stale_tables
 from proxy.nat.nft import NftError, nft_available
-from proxy.nat.ruleset import Direction
+from proxy.nat.ruleset import Direction, PortKey
 from proxy.states import ForwardingState, LinkState, VmState
 from vm.backends.errors import VMError
 from vm.backends.protocol import Backend
@@ -269,15 +269,17 @@ class Daemon:
 
     def _kernel_want(self) -> None:
         """Discovery moved a mirror: the kernel carries what the mirrors now carry."""
-        if self.kernel is None or self.forwarding is None or self.effective is None:
-            return
+        if self.kernel is not None:
+            self.kernel.want(self._kernel_ports())
+
+    def _kernel_ports(self) -> frozenset[PortKey]:
+        if self.forwarding is None or self.effective is None:
+            return frozenset()
         ranges = port_ranges(self.effective["HostNetworkingExcludedPorts"] or [])
-        self.kernel.want(
-            wanted_ports(
-                self.forwarding.mirrors.states(),
-                self.forwarding.vm_mirrors,
-                lambda port: is_excluded(port, ranges),
-            )
+        return wanted_ports(
+            self.forwarding.mirrors.states(),
+            self.forwarding.vm_mirrors,
+            lambda port: is_excluded(port, ranges),
         )
 
     def _on_vm_mirrors(self, mirrors: list[dict[str, Any]]) -> None:
@@ -455,8 +457,9 @@ class Daemon:
             await self._switch_data_path(str(self.effective["HostNetworkingDataPath"]))
         if "HostNetworkingExcludedPorts" in changed:
             ranges = port_ranges(self.effective["HostNetworkingExcludedPorts"] or [])
+            if self.kernel is not None:  # the rules first: no row says excluded while they carry
+                await self.kernel.apply_now(self._kernel_ports())
             await self.forwarding.set_excluded(lambda port: is_excluded(port, ranges))
-            self._kernel_want()
 
     async def _publish_counters(self) -> None:
         """Counters move without a state change: send the port list when it differs, at most

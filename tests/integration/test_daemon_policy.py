@@ -91,7 +91,9 @@ def test_policy_turning_on_live_tears_mirrors_down_and_back(
         status = daemon.client.get("/v1/status")
         assert any(r["setting"] == key for r in status["reasons"])
         assert "refused" in status["message"].lower()
-        assert not tcp_open("127.0.0.1", port)
+        # The status turns at once; the mirrors and the kernel path's rules go within the
+        # release goal (removing the rules runs nft on both sides).
+        wait_for(lambda: not tcp_open("127.0.0.1", port), 2, "the mirror to go")
         assert daemon.ports() == []
         edit_settings(daemon, **{key: False})
         wait_for(lambda: daemon.client.get("/v1/status")["state"] == "on", 5, "on again")
@@ -188,7 +190,7 @@ def test_logout_stops_forwarding(
         wait_for(lambda: tcp_open("127.0.0.1", port), 5, "the mirror")
         assert cli("logout").returncode == 0
         wait_for(lambda: daemon.client.get("/v1/status")["state"] == "off", 5, "forwarding off")
-        assert not tcp_open("127.0.0.1", port)
+        wait_for(lambda: not tcp_open("127.0.0.1", port), 2, "the mirror and rules to go")
         assert daemon.client.get("/v1/status")["signed_in"] is False
     finally:
         if server is not None:
