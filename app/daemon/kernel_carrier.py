@@ -29,6 +29,7 @@ from vm.backends.protocol import Backend
 log = logging.getLogger(__name__)
 
 COUNTERS_INTERVAL = 1.0
+ADOPT_GRACE = 3.0
 CARRIED_BINDS = frozenset({"127.0.0.1", "0.0.0.0"})
 """The IPv4 mirrors whose connections the NAT rules can take (``::1`` stays on the proxy)."""
 
@@ -100,10 +101,18 @@ class KernelCarrier:
         self._wanted: frozenset[PortKey] = frozenset()
         self._changed = asyncio.Event()
         self._tasks: list[asyncio.Task[None]] = []
+        self._adopted: frozenset[PortKey] = frozenset()
+        self._adopt_until = 0.0
 
     async def start(self) -> None:
-        """Make both tables (replacing a killed daemon's) and start following the mirrors."""
+        """Make both tables (replacing a killed daemon's, whose ports are kept for
+        ADOPT_GRACE seconds while discovery catches up) and start following the mirrors."""
         await self.path.start()
+        self._adopted = self.path.carried
+        if self._adopted:
+            loop = asyncio.get_running_loop()
+            self._adopt_until = loop.time() + ADOPT_GRACE
+            loop.call_later(ADOPT_GRACE, self._changed.set)
         self._spawn(self._apply_changes())
         self._spawn(self._refresh_counters())
 
@@ -139,8 +148,11 @@ class KernelCarrier:
         while True:
             await self._changed.wait()
             self._changed.clear()
+            wanted = self._wanted
+            if asyncio.get_running_loop().time() < self._adopt_until:
+                wanted |= self._adopted  # a killed daemon's ports, until discovery catches up
             try:
-                await self.path.set_ports(self._wanted)
+                await self.path.set_ports(wanted)
                 self.error = ""
             except NftError as exc:
                 # The proxy mirrors keep carrying; say why, and try again on the next change.

@@ -232,8 +232,8 @@ class Daemon:
             vm_sockets=vm_sockets,
             udp_idle_timeout=float(self.effective["HostNetworkingUdpIdleTimeoutSeconds"]),
         )
-        await self._start_kernel_path()  # before the mirrors, so their first ports go in
         await self.forwarding.start()
+        await self._start_kernel_path()  # the mirrors carry until the rules are in
 
     async def _start_kernel_path(self) -> None:
         """NAT rules carry the mirrored IPv4 ports where the VM allows it; else the proxy."""

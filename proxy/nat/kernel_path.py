@@ -47,12 +47,30 @@ class KernelPath:
         """Both tables, empty, replacing whatever an earlier daemon left (one transaction a
         side, so a connection it carried keeps its NAT), and route_localnet on both ends."""
         async with self._lock:
-            await run_nft_async(ruleset.vm_table(self.link), netns=self.vm_netns)
-            await self._host(ruleset.host_table(self.link, expose_all=self.expose_all))
+            adopted = await self._ports_in_place()
+            vm_table, host_table = (
+                ruleset.vm_table(self.link),
+                ruleset.host_table(self.link, expose_all=self.expose_all),
+            )
+            vm_ports = ruleset.vm_ports(self.link, add=adopted)
+            host_ports = ruleset.host_ports(self.link, add=adopted)
+            await run_nft_async(
+                {"nftables": vm_table["nftables"] + vm_ports["nftables"]}, netns=self.vm_netns
+            )
+            await self._host({"nftables": host_table["nftables"] + host_ports["nftables"]})
             await asyncio.get_running_loop().run_in_executor(None, self._localnet, "1")
-            self.carried = frozenset()
+            self.carried = adopted
             self._counters = {}
             self._started = True
+
+    async def _ports_in_place(self) -> frozenset[PortKey]:
+        """The ports a table of the same name carries now (a killed daemon's): kept through
+        the replacement, so they work on until discovery has caught up."""
+        try:
+            answer = await self._host(ruleset.list_counters(self.link.table))
+        except NftError:
+            return frozenset()  # no such table
+        return ports_named(answer)
 
     async def _host(self, document: ruleset.Document) -> dict[str, Any]:
         return await run_nft_async(document, netns=self.host_netns)
@@ -147,6 +165,22 @@ def counters_from(
             counters.udp_flows_total = conns
         result[key] = counters
     return result
+
+
+def ports_named(answer: dict[str, Any]) -> frozenset[PortKey]:
+    """The ports whose connection counters ``nft -j list counters`` shows."""
+    ports: set[PortKey] = set()
+    for item in answer.get("nftables", []):
+        counter = item.get("counter") if isinstance(item, dict) else None
+        name = counter.get("name") if isinstance(counter, dict) else None
+        if not isinstance(name, str):
+            continue
+        parts = name.rsplit("_", 3)
+        if len(parts) == 4 and parts[1] == "conns" and parts[3].isdigit():
+            direction, _, proto, port = parts
+            if direction in ("to_vm", "to_host") and proto in ("tcp", "udp"):
+                ports.add((direction, proto, int(port)))  # type: ignore[arg-type]
+    return frozenset(ports)
 
 
 def remove_host_table(host_if: str) -> None:

@@ -117,7 +117,8 @@ def test_daemon_killed_and_restarted(tmp_path: Path) -> None:
         first.proc.wait()
         assert (home / "run" / "control.sock").exists(), "a stale control socket"
         assert Path("/run/netns", name).exists(), "a stale namespace"
-        assert not answers(port)
+        # No assertion that the port is dead now: on the kernel path the NAT rules outlive
+        # the daemon (open connections survive it), until the next daemon replaces them.
         start = time.monotonic()
         second = start_daemon(home, None)
         took = time_until(lambda: answers(port), start, RECOVERY_LIMIT, "the mirror back")

@@ -90,6 +90,9 @@ def vm_in(daemon: RunningDaemon) -> list[str]:
 
 
 def test_status_says_the_kernel_carries(daemon: RunningDaemon) -> None:
+    wait_for(
+        lambda: daemon.client.get("/v1/status")["data_path"]["active"] == "kernel", 10, "kernel"
+    )
     status = daemon.client.get("/v1/status")
     assert status["data_path"] == {"setting": "auto", "active": "kernel", "detail": ""}
     assert table_for(daemon.netns["host_if"]) in host_tables()

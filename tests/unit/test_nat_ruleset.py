@@ -8,7 +8,7 @@ from typing import Any
 import pytest
 
 from proxy.nat import ruleset
-from proxy.nat.kernel_path import counters_from
+from proxy.nat.kernel_path import counters_from, ports_named
 from proxy.nat.ruleset import NatLink, RulesetError
 
 LINK = NatLink("hn1234abcdh", "hn1234abcdv", "198.18.0.1", "198.18.0.2")
@@ -128,3 +128,15 @@ def test_counters_are_read_per_port_from_nfts_answer() -> None:
     tcp = result[("to_vm", "tcp", 80)]
     assert (tcp.connections_total, tcp.bytes_in, tcp.bytes_out) == (3, 4000, 9000)
     assert result[("to_host", "udp", 53)].udp_flows_total == 2
+
+
+def test_a_killed_daemons_ports_are_read_back_from_its_counter_names() -> None:
+    answer = {
+        "nftables": [
+            {"counter": {"name": "to_vm_conns_tcp_8080", "packets": 1, "bytes": 60}},
+            {"counter": {"name": "to_vm_in_tcp_8080", "packets": 9, "bytes": 900}},
+            {"counter": {"name": "to_host_conns_udp_53", "packets": 0, "bytes": 0}},
+            {"counter": {"name": "someone_elses_counter", "packets": 0, "bytes": 0}},
+        ]
+    }
+    assert ports_named(answer) == {("to_vm", "tcp", 8080), ("to_host", "udp", 53)}
