@@ -523,9 +523,16 @@ def udp_loss(vm: Vm, direction: Direction) -> list[dict[str, Any]]:
 def run() -> list[dict[str, Any]]:
     rows: list[dict[str, Any]] = []
     with namespace_vm() as vm:
-        data_path = vm.daemon.client.get("/v1/status")["data_path"]
-        if data_path["active"] != "kernel":
-            raise tools.BenchError(f"the daemon does not use the kernel path: {data_path}")
+
+        def data_path() -> dict[str, str]:
+            return dict(vm.daemon.client.get("/v1/status")["data_path"])
+
+        try:
+            wait(lambda: data_path()["active"] == "kernel", SWITCH_TIMEOUT, "the kernel path")
+        except tools.BenchError as exc:
+            raise tools.BenchError(
+                f"the daemon does not use the kernel path: {data_path()}"
+            ) from exc
         for direction in directions(vm):
             for streams in BULK_STREAMS:
                 rows += tcp_bulk(vm, direction, streams)
