@@ -80,19 +80,25 @@ class KernelPath:
         write_sysctl(ruleset.sysctl_key(self.link.vm_if), value, netns=self.vm_netns)
 
     async def set_ports(self, wanted: Iterable[PortKey]) -> None:
-        """Carry exactly ``wanted``: one transaction on each side for the difference."""
+        """Carry exactly ``wanted``: the difference, in three transactions at most."""
         target = frozenset(wanted)
         async with self._lock:
             if not self._started or target == self.carried:
                 return
             add, remove = target - self.carried, self.carried - target
-            # The VM's side first: a packet the host's rule sends over the link must find
-            # the VM's rule already there (else a UDP flow is pinned un-NATed in the VM's
-            # conntrack). A removed port is refused by the VM from that moment on.
+            # A port's far side goes in before its entry (for to_vm the entry is the host's
+            # output rule, for to_host the VM's): a packet the entry sends over the link must
+            # find the far rule already there, else it is refused (or a UDP flow is pinned
+            # un-NATed in conntrack). Removals go entry first, in the VM's first transaction
+            # for to_host, and for to_vm the VM then refuses from that moment on.
+            to_vm_add = {key for key in add if key[0] == "to_vm"}
             await run_nft_async(
-                ruleset.vm_ports(self.link, add=add, remove=remove), netns=self.vm_netns
+                ruleset.vm_ports(self.link, add=to_vm_add, remove=remove), netns=self.vm_netns
             )
             await self._host(ruleset.host_ports(self.link, add=add, remove=remove))
+            await run_nft_async(
+                ruleset.vm_ports(self.link, add=add - to_vm_add), netns=self.vm_netns
+            )
             self.carried = target
             for key in remove:
                 self._counters.pop(key, None)
