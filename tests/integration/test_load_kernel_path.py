@@ -63,7 +63,7 @@ async def test_ten_thousand_concurrent_connections_on_the_kernel_path(
     try:
         wait_for(lambda: kernel_row(daemon, port) is not None, 10, "the kernel path")
         idle_sockets = socket_count(daemon.proc.pid)
-        took, peak, good = await hold_many(port, CONNECTIONS, daemon.proc.pid)
+        took, peak, _fds, good = await hold_many(port, CONNECTIONS, daemon.proc.pid)
         assert good == CONNECTIONS, f"only {good} of {CONNECTIONS} echoes came back whole"
         # hold_many waits (10 s at most) for the daemon to hold 2 sockets per connection,
         # which it never does here: peak is its socket count with every connection open.
