@@ -157,7 +157,9 @@ def namespace_vm() -> Iterator[Vm]:
     home = Path(tempfile.mkdtemp(prefix="hostnet-bench-full-path-"))
     daemon = None
     try:
-        daemon = start_daemon(home, {"HostNetworkingEnabled": True})
+        # The user-space relay (daemon and agent): the kernel path has its own module.
+        settings = {"HostNetworkingEnabled": True, "HostNetworkingDataPath": "proxy"}
+        daemon = start_daemon(home, settings)
         wait(lambda: agent_connected(daemon), START_TIMEOUT, "the agent to connect")
         netns = daemon.netns
         state = json.loads((home / "state" / "vm" / "netns.json").read_text())
