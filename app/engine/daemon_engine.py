@@ -73,7 +73,8 @@ class DaemonEngine:
             if missing:
                 target = (
                     f"{', '.join(missing)} not found: install Debian's docker.io, "
-                    "util-linux and nftables"
+                    "util-linux and nftables (`make run` installs them while "
+                    "ContainerEngineEnabled is on: stop hostnet and run it again)"
                 )
             if isinstance(target, str):
                 return self._unavailable(target)
