@@ -148,8 +148,10 @@ def wait(
 
 
 @contextlib.contextmanager
-def namespace_vm() -> Iterator[Vm]:
-    """A daemon with host networking on, its namespace VM up and its agent connected."""
+def namespace_vm(data_path: str = "proxy") -> Iterator[Vm]:
+    """A daemon with host networking on, its namespace VM up and its agent connected; by
+    default on the user-space relay this module measures (the kernel path's module asks for
+    ``auto``)."""
     if os.geteuid() != 0:
         raise tools.BenchError("the full-path benchmark needs root (a named network namespace)")
     from tests.integration.daemon_fixture import start_daemon
@@ -157,8 +159,7 @@ def namespace_vm() -> Iterator[Vm]:
     home = Path(tempfile.mkdtemp(prefix="hostnet-bench-full-path-"))
     daemon = None
     try:
-        # The user-space relay (daemon and agent): the kernel path has its own module.
-        settings = {"HostNetworkingEnabled": True, "HostNetworkingDataPath": "proxy"}
+        settings = {"HostNetworkingEnabled": True, "HostNetworkingDataPath": data_path}
         daemon = start_daemon(home, settings)
         wait(lambda: agent_connected(daemon), START_TIMEOUT, "the agent to connect")
         netns = daemon.netns

@@ -522,7 +522,7 @@ def udp_loss(vm: Vm, direction: Direction) -> list[dict[str, Any]]:
 
 def run() -> list[dict[str, Any]]:
     rows: list[dict[str, Any]] = []
-    with namespace_vm() as vm:
+    with namespace_vm("auto") as vm:
 
         def data_path() -> dict[str, str]:
             return dict(vm.daemon.client.get("/v1/status")["data_path"])

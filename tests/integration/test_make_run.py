@@ -23,7 +23,7 @@ SETUP = REPO / "installer" / "setup-dev.sh"
 # What only the tests and benchmarks drive: `make run` must not install any of it.
 TEST_TOOLS = {"xvfb", "docker-registry", "openssh-server", "socat", "iperf3", "gnome-keyring"}
 QEMU = {"qemu-system-x86", "busybox-static"}
-ENGINE = {"docker.io", "nftables"}
+ENGINE = {"docker.io"}  # nftables is a run-time package: the kernel path writes its rules with it
 
 
 def listed(home: Path, mode: str) -> set[str]:

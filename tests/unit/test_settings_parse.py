@@ -53,7 +53,7 @@ def test_parses(key: str, text: str, value: Any) -> None:
         ("VmBackend", "xen", "one of 'netns', 'qemu', 'attach'"),
         ("VmOptions", "memory=1", "a JSON object"),
         ("VmOptions", "[1]", "a JSON object"),
-        ("DockerRegistry", "registry.example.com", "a string"),
+        ("DockerRegistry", "registry.example.com", "does not have the form of https://"),
     ],
 )
 def test_refuses_with_key_type_and_example(key: str, text: str, expected_in_message: str) -> None:
