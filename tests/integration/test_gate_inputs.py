@@ -165,6 +165,15 @@ def event_log(daemon: RunningDaemon) -> Iterator[EventLog]:
     reader.start()
     try:
         wait_for(lambda: log.since(0, "ports") > 0, 5, "the event stream")
+        opened = time.monotonic()
+
+        def settled() -> bool:
+            """A second with no status event: the start-up (the kernel path's rules, the
+            hold tables) is over, so what follows comes from the change under test."""
+            now = time.monotonic()
+            return now - opened > 1.0 and log.since(now - 1.0, "status") == 0
+
+        wait_for(settled, 15, "the daemon to settle")
         yield log
     finally:
         sock.shutdown(socket.SHUT_RDWR)
