@@ -78,6 +78,7 @@ class TrayMenu(QMenu):
         self.windows_action.setCheckable(True)
         self.windows_action.triggered.connect(self._windows_triggered)
         self.ports_menu = QMenu("Forwarded ports", self)
+        self._filled_ports: list[int] | None = None
         self.ports_menu.setAccessibleName("Forwarded ports")
         self.addMenu(self.ports_menu)
         self.addSeparator()
@@ -152,9 +153,14 @@ class TrayMenu(QMenu):
         self._fill_ports()
 
     def _fill_ports(self) -> None:
+        """Rebuilt only when the ports change: counters move every second, and a menu
+        rebuilt under the pointer would close the submenu a user is opening."""
+        ports = forwarded_ports(self.link)
+        if ports == self._filled_ports and not self.ports_menu.isEmpty():
+            return
+        self._filled_ports = ports
         menu = self.ports_menu
         menu.clear()
-        ports = forwarded_ports(self.link)
         if not ports:
             none = menu.addAction("No forwarded ports")
             none.setEnabled(False)

@@ -131,7 +131,7 @@ def test_enable_and_windows_containers_by_real_clicks_and_by_trigger(
     assert setting(daemon, "UseWindowsContainers") is True
     reasons = [r["setting"] for r in app.link.status["reasons"]]
     assert reasons == ["UseWindowsContainers"]
-    assert "Linux containers only" in app.last_notice
+    pump_until(lambda: "Linux containers only" in app.last_notice, 5, "the Linux-only notice")
     assert app.menu.windows_action.isChecked()
     assert app.tray.icon_name() == "tray-refused"
     assert enable.isChecked() and not enable.isEnabled()  # the setting stays on, refused
@@ -139,7 +139,7 @@ def test_enable_and_windows_containers_by_real_clicks_and_by_trigger(
     choose(app, "Use Windows containers")
     pump_until(lambda: app.link.state == "on", 15, "forwarding to resume")
     assert setting(daemon, "UseWindowsContainers") is False
-    assert not app.menu.windows_action.isChecked()
+    pump_until(lambda: not app.menu.windows_action.isChecked(), 5, "the check mark to follow")
 
 
 def test_ports_settings_restart_and_sign_out_by_real_clicks(
