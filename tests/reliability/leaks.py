@@ -138,6 +138,19 @@ class Holdings:
         )
 
 
+def settled_holdings(daemon: RunningDaemon, timeout: float = 3.0) -> Holdings:
+    """What the daemon and VM hold once it stops moving: the connections a test just made to
+    check a mirror are closed asynchronously, and must not count as held before a fault."""
+    deadline = time.monotonic() + timeout
+    last = Holdings.of(daemon)
+    while True:
+        time.sleep(0.3)
+        now = Holdings.of(daemon)
+        if now == last or time.monotonic() > deadline:
+            return now
+        last = now
+
+
 def assert_nothing_leaked(daemon: RunningDaemon, before: Holdings, settle: float = 2.0) -> None:
     """Within ``settle`` seconds the daemon and VM hold what they held ``before`` the fault."""
     deadline = time.monotonic() + settle
