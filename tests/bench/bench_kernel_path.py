@@ -208,10 +208,16 @@ def pasta_forward(
     vm: Vm, direction: Direction, proto: str, port: int
 ) -> Iterator[tuple[tools.Running, int]]:
     """pasta forwarding a free port to ``port``; a pasta that exits at once (seen now and
-    then on a loaded machine, with nothing on its output) is started again on another port."""
+    then on a loaded machine, with nothing on its output) is started again on another port.
+
+    The namespace-to-host UDP forward listens below ``port``: this pasta (Debian 12's)
+    segfaults on ``-U listen:port`` whenever ``listen`` is the larger (its reverse port map
+    is indexed by a negative delta), with nothing on its output.
+    """
+    below = port if direction.name != "vm-to-host" and proto == "udp" else None
     failures = []
     for _ in range(PASTA_ATTEMPTS):
-        listen = tools.free_port(udp=True)
+        listen = tools.free_port(udp=True, below=below)
         argv = pasta_argv(vm, direction, proto, listen, port)
         with tools.running(argv) as pasta:
             try:

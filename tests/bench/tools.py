@@ -9,6 +9,7 @@ import contextlib
 import errno
 import json
 import os
+import random
 import signal
 import socket
 import subprocess
@@ -33,12 +34,18 @@ class BenchError(RuntimeError):
     """A benchmark could not measure what it set out to; the message says why."""
 
 
-def free_port(*, tcp: bool = True, udp: bool = False, host: str = "127.0.0.1") -> int:
-    """A port the kernel calls free for every protocol asked for (racy, good enough here)."""
+def free_port(
+    *, tcp: bool = True, udp: bool = False, host: str = "127.0.0.1", below: int | None = None
+) -> int:
+    """A port the kernel calls free for every protocol asked for (racy, good enough here);
+    with ``below``, one under that number."""
     for _ in range(100):
-        with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
-            probe.bind((host, 0))
-            port: int = probe.getsockname()[1]
+        if below is None:
+            with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
+                probe.bind((host, 0))
+                port: int = probe.getsockname()[1]
+        else:
+            port = random.randrange(1024, below)
         if udp and not port_free(port, socket.SOCK_DGRAM, host):
             continue
         if tcp and not port_free(port, socket.SOCK_STREAM, host):
