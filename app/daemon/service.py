@@ -423,7 +423,9 @@ class Daemon:
         task.add_done_callback(self._side_tasks.discard)
 
     async def _follow_settings(self) -> None:
-        async for change in watch_settings(self.store, initial=self.effective):
+        async for change in watch_settings(
+            self.store, initial=self.effective, held=lambda: self.effective
+        ):
             effective = change.effective
             if self.effective is not None and unreadable_user_file(effective):
                 # A file cut off mid-write (an editor, a full disk) must not turn forwarding

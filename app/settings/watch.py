@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import os
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 
 from app.settings.effective import EffectiveSettings
@@ -34,6 +34,7 @@ async def watch_settings(
     *,
     interval: float = DEFAULT_INTERVAL,
     initial: EffectiveSettings | None = None,
+    held: Callable[[], EffectiveSettings | None] | None = None,
 ) -> AsyncIterator[SettingsChange]:
     """Yield a SettingsChange each time the settings in effect (or their problems) change.
 
@@ -42,6 +43,12 @@ async def watch_settings(
     INITIAL but before the watch began is reported first: once the watch holds the files'
     signatures it reads them again, so nothing falls between the caller's reading and the
     watch.
+
+    HELD, for a caller that also takes changes another way (the daemon applies a change
+    through its API at once), returns what that caller holds now, and each reading is
+    compared with it instead. Compared with the last reading, a file that goes A, then B
+    (taken directly), then back to A between two looks would look unchanged, and the caller
+    would keep B while the file says A.
     """
     loop = asyncio.get_running_loop()
     files = (store.user_file, store.admin_file)
@@ -51,13 +58,14 @@ async def watch_settings(
     while True:
         if moved:
             fresh = await loop.run_in_executor(None, store.load)
-            changed = fresh.changed_keys(current)
-            problems_changed = fresh.problems != current.problems
+            base = (held() if held is not None else None) or current
+            changed = fresh.changed_keys(base)
+            problems_changed = fresh.problems != base.problems
             if changed or problems_changed:
                 yield SettingsChange(
                     effective=fresh,
                     changed=changed,
-                    restart_required=fresh.restart_required_since(current),
+                    restart_required=fresh.restart_required_since(base),
                     problems_changed=problems_changed,
                     files=tuple(moved),
                 )

@@ -81,3 +81,29 @@ async def test_touch_without_change_yields_nothing_and_bad_edit_yields_problems(
     assert change.changed == ("OidcClientId",)  # back to its default while the file is bad
     assert change.effective["OidcClientId"] == ""
     await changes.aclose()
+
+
+async def test_a_change_taken_directly_then_undone_in_the_file_is_reported(
+    tmp_path: Path,
+) -> None:
+    """The daemon takes an API change (off) at once; the file is back to on before the
+    watcher's next look. Compared with its own last reading (on), the watcher would see
+    nothing and the daemon would stay off while the file says on (a CI failure)."""
+    store = make_store(tmp_path)
+    store.set("HostNetworkingEnabled", True)
+    holding = [store.load()]
+    changes = watch_settings(store, interval=1.0, initial=holding[0], held=lambda: holding[0])
+    pending = asyncio.ensure_future(next_change(changes))
+    await asyncio.sleep(0.2)  # the first look is taken; the next is a second away
+    assert not pending.done()
+
+    taken = await asyncio.to_thread(store.set, "HostNetworkingEnabled", False)
+    holding[0] = taken.effective  # taken by the caller itself, as the daemon's API does
+    doc = json.loads(store.user_file.read_text())
+    doc["HostNetworkingEnabled"] = True
+    store.user_file.write_text(json.dumps(doc))
+
+    change = await pending
+    assert change.changed == ("HostNetworkingEnabled",)
+    assert change.effective["HostNetworkingEnabled"] is True
+    await changes.aclose()
