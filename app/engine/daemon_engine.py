@@ -19,6 +19,7 @@ from app.paths import Paths
 from app.signin.state import stored_session
 from vm.backends.netns_backend import NetnsBackend
 from vm.backends.protocol import Backend
+from vm.engine.guest_supervisor import GuestEngineTarget
 from vm.engine.layout import EngineLayout, EngineLayoutError
 from vm.engine.state import EngineState, EngineStatus
 from vm.engine.supervisor import EngineSupervisor, EngineTarget
@@ -28,13 +29,16 @@ log = logging.getLogger(__name__)
 REQUIRED_PROGRAMS = ("dockerd", "containerd", "runc", "nsenter", "nft")
 
 
-def engine_target(backend: Backend | None) -> EngineTarget | str:
+def engine_target(backend: Backend | None) -> EngineTarget | GuestEngineTarget | str:
     """Where the engine of ``backend``'s VM runs, or why it cannot (with the fix)."""
     if backend is None:
         return "the VM is not up"
     link = backend.shared_kernel_link()
     if link is not None:
         return EngineTarget(netns_path=link.netns_path, gateway=link.vm_ip)
+    guest = backend.guest_engine_link()
+    if guest is not None:
+        return GuestEngineTarget(guest)
     if isinstance(backend, NetnsBackend):
         if backend.vm.read_state() is None:
             return "the VM is not up"
@@ -44,7 +48,10 @@ def engine_target(backend: Backend | None) -> EngineTarget | str:
         )
     if backend.name == "attach":
         return "on the attach backend, use the engine the VM itself runs, if any"
-    return f"the engine does not run on the {backend.name} backend yet: use VmBackend netns"
+    return (
+        f"the {backend.name} VM runs no engine: it needs the VM up and dockerd, containerd, "
+        "runc and mkfs.ext4 on this host (Debian's docker.io and e2fsprogs)"
+    )
 
 
 def missing_programs() -> list[str]:
@@ -83,7 +90,7 @@ class DaemonEngine:
             except EngineLayoutError as exc:
                 return self._unavailable(str(exc))
             assert target is not None
-            self._supervisor = EngineSupervisor(self.layout, target, self._on_supervisor)
+            self._supervisor = target.supervisor(self.layout, self._on_supervisor)
             self._supervisor.start()
 
     async def stop(self) -> None:

@@ -9,7 +9,7 @@ from pathlib import Path
 from typing import Any
 
 from proxy.wire import load_secret
-from vm.backends.protocol import SharedKernelLink
+from vm.backends.protocol import GuestEngineLink, SharedKernelLink
 from vm.transport.address import TransportAddress, parse_transport
 
 OPTIONS_SCHEMA: dict[str, Any] = {
@@ -52,4 +52,7 @@ class AttachBackend:
         return None
 
     def shared_kernel_link(self) -> SharedKernelLink | None:
+        return None
+
+    def guest_engine_link(self) -> GuestEngineLink | None:
         return None

@@ -7,7 +7,7 @@ from pathlib import Path
 from typing import Any
 
 from vm.backends.netns import NetnsVM
-from vm.backends.protocol import SharedKernelLink
+from vm.backends.protocol import GuestEngineLink, SharedKernelLink
 from vm.transport.address import TransportAddress, parse_transport
 
 
@@ -43,3 +43,6 @@ class NetnsBackend:
             host_ip6=state.host_ip6,
             vm_ip6=state.vm_ip6,
         )
+
+    def guest_engine_link(self) -> GuestEngineLink | None:
+        return None

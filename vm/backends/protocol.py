@@ -9,6 +9,7 @@ never probe with ``getattr``.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Protocol
 
 from vm.transport.address import TransportAddress
@@ -31,6 +32,18 @@ class SharedKernelLink:
     vm_ip6: str
 
 
+@dataclass(frozen=True)
+class GuestEngineLink:
+    """A VM whose container engine runs inside the guest (vm/engine/guest_engine.py),
+    reached over a virtio-serial port of its own.
+
+    ``serial_socket`` is QEMU's host end of that port; the guest writes dockerd's log to
+    ``log_file`` (a host path in the VM's state folder)."""
+
+    serial_socket: str
+    log_file: Path
+
+
 class Backend(Protocol):
     """One VM, as the daemon drives it."""
 
@@ -51,4 +64,9 @@ class Backend(Protocol):
     def shared_kernel_link(self) -> SharedKernelLink | None:
         """The namespace and veth pair where the VM shares this kernel and we may enter it
         (root); None for other VMs and for rootless namespaces."""
+        ...
+
+    def guest_engine_link(self) -> GuestEngineLink | None:
+        """Where the engine inside the guest is reached, for VMs that run one there; None
+        for VMs that share this kernel (the daemon runs their engine) or run none."""
         ...

@@ -32,6 +32,7 @@ counts as dead (vm/transport/mux_liveness.py), is powered off or killed, and boo
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import os
 import random
@@ -43,8 +44,17 @@ from typing import Any
 from proxy.wire import load_or_create_secret
 from vm.backends.errors import VMError
 from vm.backends.guest_agent_launch import guest_agent_launch
-from vm.backends.protocol import SharedKernelLink
+from vm.backends.protocol import GuestEngineLink, SharedKernelLink
 from vm.backends.qemu import QemuConfig, QemuError, QemuExit, QemuVM
+from vm.backends.qemu_engine import (
+    DISK_NAME,
+    LOG_FOLDER,
+    SOCKET_NAME,
+    engine_programs_missing,
+    engine_qemu_args,
+    ensure_engine_disk,
+    guest_engine_script,
+)
 from vm.transport.address import TransportAddress
 from vm.transport.mux_link import close_host_link, guest_silence
 from vm.virtio_port import AGENT_PORT_NAME
@@ -97,6 +107,12 @@ class QemuBackend:
         transport = self.options.get("transport", "auto")
         self.use_vsock = transport == "vsock" or (transport == "auto" and vsock_usable())
         self.cid = random.randint(3, 0x7FFFFFFF) if self.use_vsock else 0
+        # The container engine runs in the guest when the host has its binaries (the guest
+        # runs the host's /usr): a data disk and a port of its own (qemu_engine.py).
+        self.engine_missing = engine_programs_missing()
+        self.engine_disk = self.vm_dir / DISK_NAME
+        self.engine_socket = self.vm_dir / SOCKET_NAME
+        self.engine_logs = self.share_dir / LOG_FOLDER
         self.vm = QemuVM(self._config())
         self.crashed: QemuExit | str | None = None
         """The crash (or hang) being reported before the VM boots again."""
@@ -113,14 +129,18 @@ class QemuBackend:
         agent = [*launch.argv, "--listen", listen, "--secret-file", "/run/hostnet/secret"]
         # The secret is copied to the guest's own tmpfs: there it belongs to the guest's root,
         # whatever host user owns the shared folder.
+        engine = ""
+        extra: list[str] = []
+        if not self.engine_missing:
+            engine = guest_engine_script(launch, self.engine_logs) + "; "
+            extra += engine_qemu_args(self.engine_disk, self.engine_socket)
         script = (
-            "umask 077 && mkdir -p /run/hostnet && "
+            f"{engine}umask 077 && mkdir -p /run/hostnet && "
             f"cat {shlex.quote(str(self.secret_file))} > /run/hostnet/secret && "
             f"exec {shlex.join(agent)}"
         )
-        extra: list[str] = []
         if self.use_vsock:
-            extra = ["-device", f"vhost-vsock-pci,guest-cid={self.cid}"]
+            extra += ["-device", f"vhost-vsock-pci,guest-cid={self.cid}"]
         return QemuConfig(
             vm_dir=self.vm_dir,
             command=["/bin/sh", "-c", script],
@@ -151,6 +171,9 @@ class QemuBackend:
         secret = load_or_create_secret(self.secret_file)
         if not self.vm.running:
             try:
+                if not self.engine_missing:
+                    self.engine_logs.mkdir(parents=True, exist_ok=True, mode=0o700)
+                    await asyncio.to_thread(ensure_engine_disk, self.engine_disk)
                 await self.vm.start()
             except QemuError as exc:
                 raise VMError(f"{exc}\n(console log: {self.vm.console_log_path})") from None
@@ -199,3 +222,9 @@ class QemuBackend:
 
     def shared_kernel_link(self) -> SharedKernelLink | None:
         return None
+
+    def guest_engine_link(self) -> GuestEngineLink | None:
+        """The engine's port while the VM runs, if the host can give the guest an engine."""
+        if self.engine_missing or not self.vm.running:
+            return None
+        return GuestEngineLink(str(self.engine_socket), self.engine_logs / "dockerd.log")

@@ -14,6 +14,7 @@ What it does, in order:
     HOSTNET_LINKS (``/bin:usr/bin``...), the /etc the host wrote into the per-VM folder, and
     each 9p export named in HOSTNET_SHARES (``TAG:ro|rw:PATH``, outermost first) at its host
     path: nothing else of the host (vm/backends/qemu_shares.py);
+  * mounts cgroup2 at /sys/fs/cgroup (runc needs it for the guest's container engine);
   * mounts the per-VM folder at its host path, brings up ``lo``, names the virtio-serial ports
     under /dev/virtio-ports/, and runs ``run.sh`` from the per-VM folder chrooted into the
     guest's root, its output on the serial console;
@@ -96,6 +97,9 @@ mkdir -p "/newroot$HOSTNET_VM_DIR" && mount --move /vmshare "/newroot$HOSTNET_VM
 
 mount -t proc proc /newroot/proc
 mount -t sysfs sysfs /newroot/sys
+# cgroup v2 for the container engine's runc (the unified hierarchy, as systemd mounts it).
+mount -t cgroup2 -o nsdelegate cgroup2 /newroot/sys/fs/cgroup 2>/dev/null \
+    || say "cannot mount cgroup2: containers will not start"
 mount -t devtmpfs devtmpfs /newroot/dev
 mkdir -p /dev/pts /dev/shm
 mount -t devpts -o gid=5,mode=620,ptmxmode=666 devpts /newroot/dev/pts

@@ -52,6 +52,23 @@ OPTIONAL_MODULES: tuple[str, ...] = (
     "nft_socket",
     "nft_queue",
     "nfnetlink_queue",
+    # The Docker Engine in the guest (vm/engine/guest_engine.py): its data disk (ext4 on
+    # virtio-blk), overlay2, the default bridge with veth pairs, and dockerd's iptables rules
+    # (Debian's iptables is iptables-nft: xt matches through nft_compat).
+    "virtio_blk",
+    "ext4",
+    "bridge",
+    "br_netfilter",
+    "veth",
+    "nft_compat",
+    "nft_chain_nat",
+    "nft_masq",
+    "xt_addrtype",
+    "xt_conntrack",
+    "xt_MASQUERADE",
+    "xt_nat",
+    "xt_tcpudp",
+    "ipt_REJECT",
 )
 DEBIAN_KERNEL_META = "linux-image-amd64"
 BUSYBOX_PACKAGE = "busybox-static"

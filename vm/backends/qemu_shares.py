@@ -42,6 +42,7 @@ GUEST_GROUP = "root:x:0:\nnogroup:x:65534:\n"
 GUEST_HOSTS = "127.0.0.1\tlocalhost\n::1\tlocalhost ip6-localhost ip6-loopback\n"
 MAX_SHARES = 20
 """9p exports per guest: each is a PCI device, and the machine's first bus has 32 slots."""
+GUEST_RESOLV_CONF = "# the hostnet VM has no network of its own: no name servers\n"
 COPIED_ETC = ("ld.so.cache", "nsswitch.conf")
 """Host files copied (not shared) into the guest's /etc: what the dynamic loader and libc
 read. Nothing secret: both are world-readable."""
@@ -137,7 +138,25 @@ def write_guest_etc(folder: Path) -> None:
     (folder / "group").write_text(GUEST_GROUP)
     (folder / "hosts").write_text(GUEST_HOSTS)
     (folder / "hostname").write_text("hostnet-vm\n")
+    (folder / "resolv.conf").write_text(GUEST_RESOLV_CONF)
     for name in COPIED_ETC:
         source = Path("/etc") / name
         if source.is_file():
             (folder / name).write_bytes(source.read_bytes())
+    _copy_alternatives(Path("/etc/alternatives"), folder / "alternatives")
+
+
+def _copy_alternatives(source: Path, target: Path) -> None:
+    """The host's /etc/alternatives links (symlinks only): /usr/sbin/iptables and others in
+    the shared /usr point through them, and dockerd runs iptables."""
+    target.mkdir(exist_ok=True)
+    try:
+        entries = list(source.iterdir())
+    except OSError:
+        return
+    for entry in entries:
+        if entry.is_symlink():
+            link = target / entry.name
+            if link.is_symlink() or link.exists():
+                link.unlink()
+            link.symlink_to(os.readlink(entry))

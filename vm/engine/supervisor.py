@@ -52,20 +52,31 @@ class EngineTarget:
     netns_path: str
     gateway: str
 
+    def supervisor(
+        self, layout: EngineLayout, on_change: Callable[[EngineStatus], None]
+    ) -> EngineSupervisor:
+        return EngineSupervisor(layout, self, on_change)
 
-class _Refused(RuntimeError):
+
+class EngineRefused(RuntimeError):
     """dockerd would not start; the message says why."""
 
 
 class EngineSupervisor:
+    """Supervises dockerd in a namespace VM; a subclass runs it elsewhere (in a guest) by
+    overriding the process hooks (``_prepare``, ``_launch``, ``_alive`` ...)."""
+
     def __init__(
         self,
         layout: EngineLayout,
-        target: EngineTarget,
+        target: object,
         on_change: Callable[[EngineStatus], None] = lambda status: None,
+        log_file: Path | None = None,
     ) -> None:
         self.layout = layout
         self.target = target
+        self.log_file = log_file or layout.log_file
+        """Where dockerd's log is (the status names it)."""
         self.on_change = on_change
         self.status = EngineStatus(EngineState.STARTING, docker_host=layout.docker_host)
         self._driver_index = 0
@@ -107,7 +118,7 @@ class EngineSupervisor:
                 await self._prepare()
                 await self._run_once()
                 detail = await self._watch()
-            except _Refused as exc:
+            except EngineRefused as exc:
                 detail = str(exc)
             except OSError as exc:
                 detail = f"cannot start the engine: {exc}"
@@ -118,7 +129,7 @@ class EngineSupervisor:
             log.warning("engine: %s; starting again in %.1f s", detail, delay)
             self._set(
                 EngineState.RESTARTING,
-                f"{detail}; starting again (log: {self.layout.log_file})",
+                f"{detail}; starting again (log: {self.log_file})",
                 restarts=self.status.restarts + 1,
                 pid=0,
             )
@@ -126,6 +137,7 @@ class EngineSupervisor:
 
     async def _prepare(self) -> None:
         """The folders, the host gateway's rules and the DNS server, before dockerd."""
+        assert isinstance(self.target, EngineTarget)
         self.layout.ensure()
         gateway = self.target.gateway
         await _run(in_vm(self.target.netns_path, [*PYTHON_M, "vm.engine.host_gateway", gateway]))
@@ -135,30 +147,36 @@ class EngineSupervisor:
             self._dns = await _spawn(in_vm(self.target.netns_path, dns), self.layout.dns_log)
             self.layout.dns_pidfile.write_text(f"{self._dns.pid}\n")
 
-    async def _run_once(self) -> None:
-        """Start dockerd (or adopt a running one) and wait until its API answers."""
+    async def _launch(self, driver: str) -> bool:
+        """Start dockerd with ``driver``, or adopt a running one (then True)."""
+        assert isinstance(self.target, EngineTarget)
         adopted = _running_dockerd(self.layout)
         if adopted:
             self._adopted_pid = adopted
             self._set(EngineState.STARTING, f"adopting the running dockerd (pid {adopted})")
-        else:
-            self._adopted_pid = 0
-            driver = STORAGE_DRIVERS[self._driver_index]
-            self._set(EngineState.STARTING, self._driver_note, storage_driver=driver)
-            options = DockerdOptions(driver, self.target.gateway, self.target.gateway)
-            log_start = _size(self.layout.log_file)
-            self._dockerd = await _spawn(
-                dockerd_command(self.layout, self.target.netns_path, options), self.layout.log_file
-            )
+            return True
+        self._adopted_pid = 0
+        options = DockerdOptions(driver, self.target.gateway, self.target.gateway)
+        self._dockerd = await _spawn(
+            dockerd_command(self.layout, self.target.netns_path, options), self.log_file
+        )
+        return False
+
+    async def _run_once(self) -> None:
+        """Start dockerd (or adopt a running one) and wait until its API answers."""
+        driver = STORAGE_DRIVERS[self._driver_index]
+        self._set(EngineState.STARTING, self._driver_note, storage_driver=driver)
+        log_start = _size(self.log_file)
+        adopted = await self._launch(driver)
         deadline = time.monotonic() + READY_TIMEOUT
         while not await engine_answers(self.layout.api_socket):
             if not self._alive():
                 if not adopted:
-                    self._check_storage_refusal(_tail(self.layout.log_file, log_start))
-                raise _Refused(f"dockerd exited while starting ({self._exit_text()})")
+                    self._check_storage_refusal(_tail(self.log_file, log_start))
+                raise EngineRefused(f"dockerd exited while starting ({self._exit_text()})")
             if time.monotonic() > deadline:
                 await self._stop_dockerd()
-                raise _Refused(f"dockerd did not answer in {READY_TIMEOUT:.0f} s")
+                raise EngineRefused(f"dockerd did not answer in {READY_TIMEOUT:.0f} s")
             await asyncio.sleep(0.1)
         # The runtime folder is private already (0700); the socket is the user's alone too.
         os.chmod(self.layout.api_socket, 0o600)
@@ -173,7 +191,7 @@ class EngineSupervisor:
             self._driver_index += 1
             fallback = STORAGE_DRIVERS[self._driver_index]
             self._driver_note = f"{driver} was refused on this filesystem; using {fallback}"
-            raise _Refused(self._driver_note)
+            raise EngineRefused(self._driver_note)
 
     async def _watch(self) -> str:
         """Wait until dockerd stops; restart the DNS server whenever it stops."""
@@ -244,7 +262,7 @@ async def _run(command: list[str]) -> None:
     output, _ = await proc.communicate()
     if proc.returncode != 0:
         text = output.decode(errors="replace").strip()
-        raise _Refused(text or f"{' '.join(command)} exited with status {proc.returncode}")
+        raise EngineRefused(text or f"{' '.join(command)} exited with status {proc.returncode}")
 
 
 async def _terminate(proc: asyncio.subprocess.Process | None, timeout: float) -> None:
