@@ -37,6 +37,10 @@ from vm.backends.qemu_guest_init import INIT_SCRIPT
 REQUIRED_MODULES: tuple[str, ...] = ("virtio_pci", "virtio_console", "9pnet_virtio", "9p")
 # Nice to have: /var overlay, ACPI power button (clean stop), entropy, vsock transport.
 OPTIONAL_MODULES: tuple[str, ...] = (
+    # The crc32c algorithm, which libcrc32c (nf_tables, nf_conntrack...) and ext4 ask the
+    # crypto API for: it is no declared dependency, and the guest has no modprobe to load it
+    # on demand (their insmod or mount fails with ENOENT without it).
+    "crc32c_generic",
     "overlay",
     "button",
     "evdev",

@@ -1,0 +1,166 @@
+"""Issue 17, test 9: the Docker Engine inside the QEMU VM (TCG), one ``--net=host`` container
+reachable from the host.
+
+A real daemon boots a real QEMU guest; dockerd runs inside it on its ext4 data disk, the
+host's docker.sock reaches it over the VM's engine port, and the container's listener is a
+VM listener that the agent reports and the daemon mirrors on the host's localhost.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import stat
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import docker
+import pytest
+
+from tests.engine.engine_fixture import ENGINE_SETTINGS, short_home
+from tests.engine.images import build_test_image
+from tests.integration.daemon_fixture import HOSTNET, RunningDaemon, write_settings
+from tests.integration.vm_helpers import free_port, tcp_open, wait_for
+
+pytestmark = [
+    pytest.mark.slow,
+    pytest.mark.vm,
+    pytest.mark.skipif(
+        shutil.which("dockerd") is None
+        or shutil.which("docker") is None
+        or shutil.which("mkfs.ext4") is None,
+        reason="the engine in the guest needs Debian's docker.io and e2fsprogs on the host",
+    ),
+]
+
+IMAGE_CACHE = Path(os.environ.get("HOSTNET_TEST_VM_CACHE", "/var/tmp/hostnet-test-vm-cache"))
+BOOT_TIMEOUT = 150.0  # TCG on a busy 2-core machine
+ENGINE_TIMEOUT = 150.0
+STOP_TIMEOUT = 60  # dockerd stops in the guest, then the VM powers off
+QEMU_SETTINGS: dict[str, Any] = {
+    **ENGINE_SETTINGS,
+    "VmBackend": "qemu",
+    "VmOptions": {
+        "accel": "tcg",
+        "image_cache_dir": str(IMAGE_CACHE),
+        "boot_timeout": BOOT_TIMEOUT,
+    },
+}
+
+
+def status(daemon: RunningDaemon) -> dict[str, Any]:
+    try:
+        return dict(daemon.client.get("/v1/status"))
+    except OSError:
+        return {}
+
+
+def engine_running(daemon: RunningDaemon) -> bool:
+    if daemon.proc.poll() is not None:
+        out = (daemon.home / "daemon.out").read_text(errors="replace")[-4000:]
+        raise AssertionError(f"daemon exited with {daemon.proc.returncode}: {out}")
+    return bool(status(daemon).get("engine", {}).get("state") == "running")
+
+
+@pytest.fixture
+def qemu_daemon() -> Iterator[RunningDaemon]:
+    home = short_home()
+    write_settings(home, QEMU_SETTINGS)
+    env = {**os.environ, "HOSTNET_HOME": str(home)}
+    env["HOSTNET_ADMIN_SETTINGS"] = str(home / "admin-settings.json")
+    with (home / "daemon.out").open("a") as output:
+        proc = subprocess.Popen(
+            [HOSTNET, "daemon"], env=env, stdout=output, stderr=subprocess.STDOUT, text=True
+        )
+    daemon = RunningDaemon(home, proc, env)
+    try:
+        yield daemon
+    finally:
+        running = status(daemon).get("engine", {}).get("state") == "running"
+        if proc.poll() is None and running:  # containers first: dockerd gives each 10 s
+            ids = docker_cli(daemon, "ps", "-aq").stdout.split()
+            if ids:
+                docker_cli(daemon, "rm", "-f", *ids)
+        proc.terminate()
+        try:
+            proc.wait(STOP_TIMEOUT)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+        if not os.environ.get("HOSTNET_KEEP_ENGINE_HOME"):
+            shutil.rmtree(home, ignore_errors=True)
+
+
+def docker_cli(daemon: RunningDaemon, *args: str) -> subprocess.CompletedProcess[str]:
+    host = status(daemon)["engine"]["docker_host"]
+    return subprocess.run(
+        ["docker", *args],
+        env={**daemon.env, "DOCKER_HOST": host},
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+
+
+@pytest.mark.timeout(600)
+def test_net_host_container_in_the_qemu_guest_is_reachable_from_the_host(
+    qemu_daemon: RunningDaemon,
+) -> None:
+    daemon = qemu_daemon
+    started = time.monotonic()
+    wait_for(
+        lambda: status(daemon).get("agent", {}).get("state") == "connected",
+        BOOT_TIMEOUT,
+        "the QEMU VM's agent to connect",
+    )
+    booted = time.monotonic()
+    try:
+        wait_for(lambda: engine_running(daemon), ENGINE_TIMEOUT, "the engine in the guest")
+    except AssertionError:
+        engine = status(daemon).get("engine", {})
+        logs = daemon.home / "state" / "vm" / "qemu" / "share" / "engine"
+        tails = {p.name: p.read_text(errors="replace")[-3000:] for p in logs.glob("*.log")}
+        raise AssertionError(f"engine: {engine}\nguest logs: {tails}") from None
+    engine_ready = time.monotonic()
+
+    engine = status(daemon)["engine"]
+    socket_path = Path(engine["docker_host"].removeprefix("unix://"))
+    assert socket_path.parent == daemon.home / "run"
+    mode = socket_path.stat().st_mode
+    assert stat.S_ISSOCK(mode) and stat.S_IMODE(mode) == 0o600
+    assert engine["storage_driver"] == "overlay2"
+
+    client = docker.DockerClient(base_url=engine["docker_host"], timeout=120)
+    try:
+        image = build_test_image(client)
+    finally:
+        client.close()
+    imported = time.monotonic()
+
+    port = free_port("tcp")
+    run = docker_cli(daemon, "run", "-d", "--net=host", image, "nc", "-lk", "0.0.0.0", str(port))
+    assert run.returncode == 0, run.stderr
+    container = run.stdout.strip()
+    wait_for(lambda: tcp_open("127.0.0.1", port), 60, "the container's port on the host")
+    reachable = time.monotonic()
+
+    with subprocess.Popen(
+        ["nc", "-N", "localhost", str(port)], stdin=subprocess.PIPE, text=True
+    ) as nc:
+        nc.communicate("typed on the host\n", timeout=30)
+    wait_for(
+        lambda: "typed on the host" in docker_cli(daemon, "logs", container).stdout,
+        30,
+        "the host's text in the container's log",
+    )
+    print(
+        f"\nqemu engine timings (TCG): boot+agent {booted - started:.1f}s, "
+        f"dockerd ready {engine_ready - booted:.1f}s, image import {imported - engine_ready:.1f}s, "
+        f"container run to port on host {reachable - imported:.1f}s, "
+        f"total {reachable - started:.1f}s",
+        file=sys.stderr,
+    )
