@@ -102,6 +102,10 @@ def test_the_setting_reaches_the_backend_checked() -> None:
 def test_the_guests_etc_holds_no_host_secret(tmp_path: Path) -> None:
     write_guest_etc(tmp_path)
     names = {path.name for path in tmp_path.iterdir()}
-    assert names <= {"passwd", "group", "hosts", "hostname", "ld.so.cache", "nsswitch.conf"}
+    assert names <= {
+        "passwd", "group", "hosts", "hostname", "resolv.conf", "ld.so.cache", "nsswitch.conf",
+        "alternatives",
+    }  # fmt: skip
+    assert all(link.is_symlink() for link in (tmp_path / "alternatives").iterdir())
     assert "shadow" not in names
     assert (tmp_path / "passwd").read_text().startswith("root:x:0:0:")
