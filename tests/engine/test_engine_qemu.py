@@ -15,6 +15,7 @@ import subprocess
 import sys
 import time
 from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -24,7 +25,7 @@ import pytest
 from tests.engine.engine_fixture import ENGINE_SETTINGS, short_home
 from tests.engine.images import build_test_image
 from tests.integration.daemon_fixture import HOSTNET, RunningDaemon, write_settings
-from tests.integration.vm_helpers import free_port, tcp_open, wait_for
+from tests.integration.vm_helpers import free_port, host_answer, tcp_open, wait_for
 
 pytestmark = [
     pytest.mark.slow,
@@ -66,8 +67,61 @@ def engine_running(daemon: RunningDaemon) -> bool:
     return bool(status(daemon).get("engine", {}).get("state") == "running")
 
 
-@pytest.fixture
-def qemu_daemon() -> Iterator[RunningDaemon]:
+@dataclass
+class QemuEngine:
+    daemon: RunningDaemon
+    image: str
+    timings: dict[str, float]
+
+
+def docker_cli(daemon: RunningDaemon, *args: str) -> subprocess.CompletedProcess[str]:
+    host = status(daemon)["engine"]["docker_host"]
+    return subprocess.run(
+        ["docker", *args],
+        env={**daemon.env, "DOCKER_HOST": host},
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+
+
+def wait_engine(daemon: RunningDaemon) -> None:
+    try:
+        wait_for(lambda: engine_running(daemon), ENGINE_TIMEOUT, "the engine in the guest")
+    except AssertionError:
+        engine = status(daemon).get("engine", {})
+        logs = daemon.home / "state" / "vm" / "qemu" / "share" / "engine"
+        tails = {p.name: p.read_text(errors="replace")[-3000:] for p in logs.glob("*.log")}
+        raise AssertionError(f"engine: {engine}\nguest logs: {tails}") from None
+
+
+def start_qemu_engine(daemon: RunningDaemon) -> QemuEngine:
+    """Boot, wait for the engine, import the test image; how long each step took."""
+    started = time.monotonic()
+    wait_for(
+        lambda: status(daemon).get("agent", {}).get("state") == "connected",
+        BOOT_TIMEOUT,
+        "the QEMU VM's agent to connect",
+    )
+    booted = time.monotonic()
+    wait_engine(daemon)
+    engine_ready = time.monotonic()
+    client = docker.DockerClient(base_url=status(daemon)["engine"]["docker_host"], timeout=120)
+    try:
+        image = build_test_image(client)
+    finally:
+        client.close()
+    timings = {
+        "boot+agent": booted - started,
+        "dockerd ready": engine_ready - booted,
+        "image import": time.monotonic() - engine_ready,
+    }
+    return QemuEngine(daemon, image, timings)
+
+
+@pytest.fixture(scope="module")
+def qemu_engine() -> Iterator[QemuEngine]:
+    """One QEMU VM with its engine for this file's tests: a boot under TCG costs a minute."""
     home = short_home()
     write_settings(home, QEMU_SETTINGS)
     env = {**os.environ, "HOSTNET_HOME": str(home)}
@@ -78,7 +132,7 @@ def qemu_daemon() -> Iterator[RunningDaemon]:
         )
     daemon = RunningDaemon(home, proc, env)
     try:
-        yield daemon
+        yield start_qemu_engine(daemon)
     finally:
         running = status(daemon).get("engine", {}).get("state") == "running"
         if proc.poll() is None and running:  # containers first: dockerd gives each 10 s
@@ -95,38 +149,11 @@ def qemu_daemon() -> Iterator[RunningDaemon]:
             shutil.rmtree(home, ignore_errors=True)
 
 
-def docker_cli(daemon: RunningDaemon, *args: str) -> subprocess.CompletedProcess[str]:
-    host = status(daemon)["engine"]["docker_host"]
-    return subprocess.run(
-        ["docker", *args],
-        env={**daemon.env, "DOCKER_HOST": host},
-        capture_output=True,
-        text=True,
-        timeout=120,
-    )
-
-
-@pytest.mark.timeout(600)
+@pytest.mark.timeout(600)  # the module's VM boots in this test's setup
 def test_net_host_container_in_the_qemu_guest_is_reachable_from_the_host(
-    qemu_daemon: RunningDaemon,
+    qemu_engine: QemuEngine,
 ) -> None:
-    daemon = qemu_daemon
-    started = time.monotonic()
-    wait_for(
-        lambda: status(daemon).get("agent", {}).get("state") == "connected",
-        BOOT_TIMEOUT,
-        "the QEMU VM's agent to connect",
-    )
-    booted = time.monotonic()
-    try:
-        wait_for(lambda: engine_running(daemon), ENGINE_TIMEOUT, "the engine in the guest")
-    except AssertionError:
-        engine = status(daemon).get("engine", {})
-        logs = daemon.home / "state" / "vm" / "qemu" / "share" / "engine"
-        tails = {p.name: p.read_text(errors="replace")[-3000:] for p in logs.glob("*.log")}
-        raise AssertionError(f"engine: {engine}\nguest logs: {tails}") from None
-    engine_ready = time.monotonic()
-
+    daemon = qemu_engine.daemon
     engine = status(daemon)["engine"]
     socket_path = Path(engine["docker_host"].removeprefix("unix://"))
     assert socket_path.parent == daemon.home / "run"
@@ -134,19 +161,15 @@ def test_net_host_container_in_the_qemu_guest_is_reachable_from_the_host(
     assert stat.S_ISSOCK(mode) and stat.S_IMODE(mode) == 0o600
     assert engine["storage_driver"] == "overlay2"
 
-    client = docker.DockerClient(base_url=engine["docker_host"], timeout=120)
-    try:
-        image = build_test_image(client)
-    finally:
-        client.close()
-    imported = time.monotonic()
-
+    started = time.monotonic()
     port = free_port("tcp")
-    run = docker_cli(daemon, "run", "-d", "--net=host", image, "nc", "-lk", "0.0.0.0", str(port))
+    run = docker_cli(
+        daemon, "run", "-d", "--net=host", qemu_engine.image, "nc", "-lk", "0.0.0.0", str(port)
+    )
     assert run.returncode == 0, run.stderr
     container = run.stdout.strip()
     wait_for(lambda: tcp_open("127.0.0.1", port), 60, "the container's port on the host")
-    reachable = time.monotonic()
+    reachable = time.monotonic() - started
 
     with subprocess.Popen(
         ["nc", "-N", "localhost", str(port)], stdin=subprocess.PIPE, text=True
@@ -157,10 +180,47 @@ def test_net_host_container_in_the_qemu_guest_is_reachable_from_the_host(
         30,
         "the host's text in the container's log",
     )
+    steps = ", ".join(f"{name} {seconds:.1f}s" for name, seconds in qemu_engine.timings.items())
+    total = sum(qemu_engine.timings.values()) + reachable
     print(
-        f"\nqemu engine timings (TCG): boot+agent {booted - started:.1f}s, "
-        f"dockerd ready {engine_ready - booted:.1f}s, image import {imported - engine_ready:.1f}s, "
-        f"container run to port on host {reachable - imported:.1f}s, "
-        f"total {reachable - started:.1f}s",
+        f"\nqemu engine timings (TCG): {steps}, container run to port on host {reachable:.1f}s, "
+        f"total {total:.1f}s",
         file=sys.stderr,
     )
+
+
+def test_a_published_port_of_a_bridge_container_in_the_guest_answers_on_the_host(
+    qemu_engine: QemuEngine,
+) -> None:
+    """The guest's dockerd has its default bridge and iptables rules: ``-p`` works there too."""
+    port = free_port("tcp")
+    args = ("-f", "-p", "80", "-h", "/www")
+    run = docker_cli(
+        qemu_engine.daemon, "run", "-d", "-p", f"{port}:80", qemu_engine.image, "httpd", *args
+    )
+    assert run.returncode == 0, run.stderr
+    wait_for(lambda: tcp_open("127.0.0.1", port), 60, "the published port on the host")
+    answer = host_answer("tcp", "127.0.0.1", port, b"GET / HTTP/1.0\r\n\r\n")
+    assert answer.startswith(b"HTTP/1.1 200 OK")
+    assert answer.endswith(b"hello from the container\n")
+
+
+@pytest.mark.timeout(300)
+def test_dockerd_killed_in_the_guest_is_shown_and_started_again(qemu_engine: QemuEngine) -> None:
+    daemon = qemu_engine.daemon
+    before = status(daemon)["engine"]
+    killed = daemon.cli("vm", "exec", "--", "kill", "-9", str(before["pid"]))
+    assert killed.returncode == 0, killed.stderr
+    seen: list[dict[str, Any]] = []
+
+    def shown() -> bool:
+        seen.append(status(daemon)["engine"])
+        return bool(int(seen[-1]["restarts"]) > before["restarts"])
+
+    wait_for(shown, 15, "the crash to show")
+    assert "dockerd stopped (killed by signal 9)" in seen[-1]["detail"]
+    wait_engine(daemon)
+    after = status(daemon)["engine"]
+    assert after["pid"] != before["pid"]
+    again = docker_cli(daemon, "run", "--rm", "--net=host", qemu_engine.image, "echo", "back")
+    assert again.stdout == "back\n", again.stderr

@@ -24,9 +24,8 @@ from vm.backends.qemu_engine import (
     guest_engine_argv,
     guest_engine_script,
 )
+from vm.backends.qemu_engine_names import DISK_SERIAL, ENGINE_PORT_NAME
 from vm.engine.guest_engine import (
-    DISK_SERIAL,
-    ENGINE_PORT_NAME,
     EngineRequestError,
     GuestEngine,
     data_disk,

@@ -22,7 +22,7 @@ from pathlib import Path
 
 from vm.backends.errors import VMError
 from vm.backends.guest_agent_launch import GuestAgentLaunch
-from vm.engine.guest_engine import DISK_SERIAL, ENGINE_PORT_NAME
+from vm.backends.qemu_engine_names import DISK_SERIAL, ENGINE_PORT_NAME
 
 DISK_SIZE = 64 * 1024**3
 """Bytes the data disk may grow to; the image file is sparse, so it takes what is written."""

@@ -33,13 +33,12 @@ from pathlib import Path
 
 from proxy.counters import ForwardCounters
 from proxy.tcp_relay import counted_relay, relay_until_done
+from vm.backends.qemu_engine_names import DISK_SERIAL, ENGINE_PORT_NAME
 from vm.engine.dockerd_command import DEFAULT_ULIMITS, STORAGE_DRIVERS
 from vm.transport.mux_link import GuestMuxLink
 
 log = logging.getLogger("hostnet.guest_engine")
 
-ENGINE_PORT_NAME = "org.hostnet.engine.0"
-DISK_SERIAL = "hostnet-engine"
 DATA_ROOT = Path("/var/lib/docker")
 EXEC_ROOT = Path("/run/docker")
 RUN_DIR = Path("/run/hostnet")
