@@ -208,6 +208,8 @@ def test_a_published_port_of_a_bridge_container_in_the_guest_answers_on_the_host
 @pytest.mark.timeout(300)
 def test_dockerd_killed_in_the_guest_is_shown_and_started_again(qemu_engine: QemuEngine) -> None:
     daemon = qemu_engine.daemon
+    for container in docker_cli(daemon, "ps", "-aq").stdout.split():
+        docker_cli(daemon, "rm", "-f", container)  # a new dockerd cleans up after each one
     before = status(daemon)["engine"]
     killed = daemon.cli("vm", "exec", "--", "kill", "-9", str(before["pid"]))
     assert killed.returncode == 0, killed.stderr

@@ -11,6 +11,8 @@ import os
 import shutil
 import socket
 import struct
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -159,3 +161,14 @@ async def test_a_guest_that_cannot_start_dockerd_shows_why_and_is_retried(tmp_pa
             await guest
     assert seen[-1].state is EngineState.OFF
     assert not layout.api_socket.exists()
+
+
+def test_a_frozen_builds_guest_runs_the_helper_from_the_agents_zipapp(tmp_path: Path) -> None:
+    from installer.agent_zipapp import build_agent_zipapp
+
+    zipapp = build_agent_zipapp(tmp_path)
+    python = shutil.which("python3") or sys.executable
+    argv = guest_engine_argv(GuestAgentLaunch((python, "-S", str(zipapp)), {}, ()))
+    done = subprocess.run([*argv, "--help"], capture_output=True, text=True, timeout=60)
+    assert done.returncode == 0, done.stderr
+    assert "--dockerd-log" in done.stdout
