@@ -24,6 +24,7 @@ import pytest
 
 from tests.engine.engine_fixture import ENGINE_SETTINGS, short_home
 from tests.engine.images import build_test_image
+from tests.engine.test_engine_examples import host_web_server
 from tests.integration.daemon_fixture import HOSTNET, RunningDaemon, write_settings
 from tests.integration.vm_helpers import free_port, host_answer, tcp_open, wait_for
 
@@ -203,6 +204,23 @@ def test_a_published_port_of_a_bridge_container_in_the_guest_answers_on_the_host
     answer = host_answer("tcp", "127.0.0.1", port, b"GET / HTTP/1.0\r\n\r\n")
     assert answer.startswith(b"HTTP/1.1 200 OK")
     assert answer.endswith(b"hello from the container\n")
+
+
+def test_a_bridge_container_reaches_the_hosts_loopback_as_host_docker_internal(
+    qemu_engine: QemuEngine,
+) -> None:
+    daemon = qemu_engine.daemon
+    port = free_port("tcp")
+    with host_web_server(port, b"served on the host's 127.0.0.1\n"):
+        wait_for(
+            lambda: daemon.port_state("host-to-vm", "tcp", port, "127.0.0.1") == "active",
+            15,
+            f"the VM mirror of host port {port}",
+        )
+        url = f"http://host.docker.internal:{port}/"
+        result = docker_cli(daemon, "run", "--rm", qemu_engine.image, "wget", "-qO-", url)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout == "served on the host's 127.0.0.1\n"
 
 
 @pytest.mark.timeout(300)

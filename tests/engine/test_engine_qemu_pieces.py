@@ -101,6 +101,8 @@ def test_dockerd_in_the_guest_keeps_its_data_on_the_disk() -> None:
     assert command[command.index("--storage-driver") + 1] == "overlay2"
     assert command[command.index("--host") + 1] == "unix:///run/hostnet/docker.sock"
     assert "nofile=1024:1024" in command
+    gateway = command[command.index("--host-gateway-ip") + 1]
+    assert gateway == command[command.index("--dns") + 1] == "192.168.65.254"
 
 
 async def serve_as_qemu(path: Path, engine: GuestEngine) -> None:

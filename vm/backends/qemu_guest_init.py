@@ -105,6 +105,11 @@ mkdir -p /dev/pts /dev/shm
 mount -t devpts -o gid=5,mode=620,ptmxmode=666 devpts /newroot/dev/pts
 mount -t tmpfs -o mode=1777,nosuid,nodev tmpfs /newroot/dev/shm
 [ -e /dev/fd ] || ln -s /proc/self/fd /dev/fd
+# What udev would link too (devtmpfs is one instance: /dev is the guest's /dev): nft -f -
+# reads /dev/stdin.
+for n in 0:stdin 1:stdout 2:stderr; do
+    [ -e "/dev/${n#*:}" ] || ln -s "/proc/self/fd/${n%%:*}" "/dev/${n#*:}"
+done
 
 ip link set lo up
 hostname hostnet-vm

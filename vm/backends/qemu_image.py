@@ -61,6 +61,7 @@ OPTIONAL_MODULES: tuple[str, ...] = (
     # (Debian's iptables is iptables-nft: xt matches through nft_compat).
     "virtio_blk",
     "ext4",
+    "dummy",  # holds host.docker.internal's address in a guest with no network
     "bridge",
     "br_netfilter",
     "veth",

@@ -16,6 +16,12 @@ for the host on ``ENGINE_PORT_NAME`` and serves each multiplexed stream by its h
 
 The data root is the ext4 disk the host attached with serial ``DISK_SERIAL`` (overlay2 cannot
 live on the 9p root); cgroup2 is mounted by the guest's init.
+
+``host.docker.internal`` works as in the namespace VM (vm/engine/host_gateway.py): the guest
+has no network of its own, so a dummy interface holds the gateway address (Docker Desktop's
+192.168.65.254), NAT rules send containers' traffic for it to the guest's loopback where the
+mirrors of host listeners answer, and the engine's DNS server (vm/engine/dns.py) answers the
+name there.
 """
 
 from __future__ import annotations
@@ -29,11 +35,13 @@ import os
 import signal
 import socket
 import subprocess
+import sys
 from pathlib import Path
 
 from proxy.counters import ForwardCounters
 from proxy.tcp_relay import counted_relay, relay_until_done
 from vm.backends.qemu_engine_names import DISK_SERIAL, ENGINE_PORT_NAME
+from vm.engine import host_gateway
 from vm.engine.dockerd_command import DEFAULT_ULIMITS, STORAGE_DRIVERS
 from vm.transport.mux_link import GuestMuxLink
 
@@ -46,6 +54,9 @@ API_SOCKET = RUN_DIR / "docker.sock"
 CONFIG_FILE = RUN_DIR / "daemon.json"
 PIDFILE = Path("/run/docker.pid")
 STOP_TIMEOUT = 20.0
+GATEWAY = "192.168.65.254"
+"""host.docker.internal inside the guest's containers (Docker Desktop's address for it)."""
+GATEWAY_LINK = "hostnet0"
 API_REQUEST = b"api"
 START_REQUEST = b"start "
 STOP_REQUEST = b"stop"
@@ -83,6 +94,24 @@ def mount_data_root() -> None:
         raise EngineRequestError(f"cannot mount {disk} at {DATA_ROOT}: {done.stderr.strip()}")
 
 
+def _run(command: list[str]) -> None:
+    done = subprocess.run(command, capture_output=True, text=True)
+    if done.returncode != 0:
+        raise EngineRequestError(f"{' '.join(command)}: {done.stderr.strip()}")
+
+
+def ensure_host_gateway() -> None:
+    """The gateway address on a dummy interface, and the rules that carry it to loopback."""
+    if not Path("/sys/class/net", GATEWAY_LINK).exists():
+        _run(["ip", "link", "add", GATEWAY_LINK, "type", "dummy"])
+        _run(["ip", "address", "add", f"{GATEWAY}/32", "dev", GATEWAY_LINK])
+        _run(["ip", "link", "set", GATEWAY_LINK, "up"])
+    try:
+        host_gateway.apply(GATEWAY)
+    except (OSError, host_gateway.HostGatewayError) as exc:
+        raise EngineRequestError(f"host.docker.internal: {exc}") from None
+
+
 def guest_dockerd_command(storage_driver: str) -> list[str]:
     command = [
         "dockerd",
@@ -93,6 +122,8 @@ def guest_dockerd_command(storage_driver: str) -> list[str]:
         "--host", f"unix://{API_SOCKET}",
         "--storage-driver", storage_driver,
         "--default-runtime", "runc",
+        "--host-gateway-ip", GATEWAY,
+        "--dns", GATEWAY,
     ]  # fmt: skip
     for ulimit in DEFAULT_ULIMITS:
         command += ["--default-ulimit", ulimit]
@@ -109,6 +140,7 @@ class GuestEngine:
     def __init__(self, dockerd_log: Path) -> None:
         self.dockerd_log = dockerd_log
         self.dockerd: asyncio.subprocess.Process | None = None
+        self.dns: asyncio.subprocess.Process | None = None
         self._tasks: set[asyncio.Task[None]] = set()
 
     def on_stream(self, stream: socket.socket, header: bytes) -> None:
@@ -153,6 +185,8 @@ class GuestEngine:
         proc = self.dockerd
         if proc is None or proc.returncode is not None:
             await asyncio.to_thread(mount_data_root)
+            await asyncio.to_thread(ensure_host_gateway)
+            await self._ensure_dns()
             for folder in (RUN_DIR, EXEC_ROOT):
                 folder.mkdir(parents=True, exist_ok=True, mode=0o700)
             if not CONFIG_FILE.exists():
@@ -171,6 +205,17 @@ class GuestEngine:
         await loop.sock_sendall(stream, f"running {proc.pid}\n".encode())
         returncode = await proc.wait()
         await loop.sock_sendall(stream, f"exited {exit_text(returncode)}\n".encode())
+
+    async def _ensure_dns(self) -> None:
+        """The engine's DNS server on the gateway address (started again if it stopped)."""
+        if self.dns is not None and self.dns.returncode is None:
+            return
+        dns = ["-m", "vm.engine.dns", "--listen", GATEWAY, "--gateway", GATEWAY]
+        with open(self.dockerd_log.with_name("dns.log"), "ab") as out:
+            self.dns = await asyncio.create_subprocess_exec(
+                sys.executable, "-S", *dns, stdin=asyncio.subprocess.DEVNULL, stdout=out,
+                stderr=out, cwd="/",
+            )  # fmt: skip
 
     async def _stop(self) -> None:
         proc = self.dockerd
