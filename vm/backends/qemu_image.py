@@ -67,6 +67,7 @@ OPTIONAL_MODULES: tuple[str, ...] = (
     "veth",
     "nft_compat",
     "nft_chain_nat",
+    "nft_nat",  # the host gateway's dnat
     "nft_masq",
     "xt_addrtype",
     "xt_conntrack",
