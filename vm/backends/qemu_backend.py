@@ -22,6 +22,11 @@ a host with ``/dev/vhost-vsock`` it listens on AF_VSOCK instead, one connection 
 The guest sees nothing else of the host but /usr and what runs the agent, read-only
 (vm/backends/qemu_shares.py).
 
+Where the host has Docker's binaries and mkfs.ext4, the guest also runs the container
+engine (vm/backends/qemu_engine.py): an ext4 data disk ``STATE/vm/qemu/engine.img``, a
+virtio-serial port of its own, and a helper that starts dockerd when the daemon's engine
+supervisor asks (``guest_engine_link``; logs under ``STATE/vm/qemu/share/engine/``).
+
 The serial console goes to ``STATE/vm/qemu/console.log``. A VM that dies on its own is
 reported by ``restart_agent`` as an error carrying QEMU's account and the console's last
 lines for ``RESTART_HOLD`` seconds, then booted again (the daemon's link then reconnects
