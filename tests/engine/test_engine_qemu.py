@@ -1,9 +1,11 @@
-"""Issue 17, test 9: the Docker Engine inside the QEMU VM (TCG), one ``--net=host`` container
-reachable from the host.
+"""Issue 17 on the QEMU VM under TCG: test 9 (one ``--net=host`` container reachable from the
+host), and on the same VM a published port on the guest's bridge, ``host.docker.internal``
+from a bridge container, and a dockerd killed in the guest shown and started again.
 
 A real daemon boots a real QEMU guest; dockerd runs inside it on its ext4 data disk, the
 host's docker.sock reaches it over the VM's engine port, and the container's listener is a
-VM listener that the agent reports and the daemon mirrors on the host's localhost.
+VM listener that the agent reports and the daemon mirrors on the host's localhost. Test 9
+prints how long each step took (run with ``-s`` to see it).
 """
 
 from __future__ import annotations
