@@ -536,8 +536,8 @@ def udp_loss(vm: Vm, direction: Direction) -> list[dict[str, Any]]:
     return rows
 
 
-def run() -> list[dict[str, Any]]:
-    rows: list[dict[str, Any]] = []
+def run() -> Iterator[dict[str, Any]]:
+    """The figures as they are measured (the runner keeps them if a later step fails)."""
     with namespace_vm("auto") as vm:
 
         def data_path() -> dict[str, str]:
@@ -551,7 +551,6 @@ def run() -> list[dict[str, Any]]:
             ) from exc
         for direction in directions(vm):
             for streams in BULK_STREAMS:
-                rows += tcp_bulk(vm, direction, streams)
-            rows += connection_rate(vm, direction)
-            rows += udp_loss(vm, direction)
-    return rows
+                yield from tcp_bulk(vm, direction, streams)
+            yield from connection_rate(vm, direction)
+            yield from udp_loss(vm, direction)
