@@ -56,7 +56,7 @@ async def get_status(request: web.Request) -> web.Response:
 
 
 async def get_ports(request: web.Request) -> web.Response:
-    return web.json_response(request.app[DAEMON_KEY].ports())
+    return web.json_response(await request.app[DAEMON_KEY].fresh_ports())
 
 
 async def get_settings(request: web.Request) -> web.Response:
@@ -195,7 +195,7 @@ async def get_events(request: web.Request) -> web.StreamResponse:
     await response.prepare(request)
     queue = daemon.events.subscribe()
     try:
-        first = [("status", daemon.status()), ("ports", daemon.ports())]
+        first = [("status", daemon.status()), ("ports", await daemon.fresh_ports())]
         for kind, data in first:
             await response.write(_sse({"type": kind, "data": data}))
         while True:

@@ -23,6 +23,11 @@ class EventBus:
     def unsubscribe(self, queue: asyncio.Queue[dict[str, Any]]) -> None:
         self._subscribers.discard(queue)
 
+    @property
+    def watched(self) -> bool:
+        """Whether any client follows the events: work done only for them can wait."""
+        return bool(self._subscribers)
+
     def publish(self, kind: str, data: Any) -> None:
         event = {"type": kind, "data": data}
         for queue in self._subscribers:

@@ -93,11 +93,18 @@ def wanted_ports(
 
 
 class KernelCarrier:
-    """Keeps one KernelPath's ports in step with the mirrors, and its counters fresh."""
+    """Keeps one KernelPath's ports in step with the mirrors, and its counters fresh.
 
-    def __init__(self, path: KernelPath) -> None:
+    Counters are read (one ``nft`` run) every COUNTERS_INTERVAL only while ``watched`` says
+    someone follows them (the app's live table); otherwise a reader asks for them with
+    ``refresh_if_stale``, so an unwatched daemon spends nothing on them.
+    """
+
+    def __init__(self, path: KernelPath, watched: Callable[[], bool] = lambda: True) -> None:
         self.path = path
         self.error = ""
+        self._watched = watched
+        self._counters_read_at = -COUNTERS_INTERVAL
         self._wanted: frozenset[PortKey] = frozenset()
         self._changed = asyncio.Event()
         self._tasks: list[asyncio.Task[None]] = []
@@ -162,8 +169,17 @@ class KernelCarrier:
     async def _refresh_counters(self) -> None:
         while True:
             await asyncio.sleep(COUNTERS_INTERVAL)
-            with contextlib.suppress(NftError):
-                await self.path.refresh_counters()
+            if self._watched():
+                await self.refresh_if_stale()
+
+    async def refresh_if_stale(self) -> None:
+        """Read the counters again unless they were read within COUNTERS_INTERVAL."""
+        loop = asyncio.get_running_loop()
+        if loop.time() - self._counters_read_at < COUNTERS_INTERVAL:
+            return
+        self._counters_read_at = loop.time()
+        with contextlib.suppress(NftError):
+            await self.path.refresh_counters()
 
     def path_of(self, direction: Direction, proto: str, port: int, address: str) -> str:
         """``kernel`` if the rules carry this row's IPv4 connections, else ``proxy``."""

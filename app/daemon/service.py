@@ -247,7 +247,7 @@ class Daemon:
         if isinstance(path, str):
             self.data_path = DataPathChoice(setting, "proxy", "" if setting == "proxy" else path)
             return
-        carrier = KernelCarrier(path)
+        carrier = KernelCarrier(path, watched=lambda: self.events.watched)
         try:
             await carrier.start()
         except NftError as exc:
@@ -469,6 +469,9 @@ class Daemon:
         last: list[dict[str, Any]] = []
         while True:
             await asyncio.sleep(COUNTERS_INTERVAL)
+            if not self.events.watched:
+                last = []  # a new subscriber gets the whole list first anyway
+                continue
             ports = self.ports()
             if ports != last:
                 last = ports
@@ -586,6 +589,12 @@ class Daemon:
             | ({"error": self.kernel.error} if self.kernel and self.kernel.error else {}),
             "problems": [p.to_json() for p in effective.problems] if effective else [],
         }
+
+    async def fresh_ports(self) -> list[dict[str, Any]]:
+        """The port rows, with the kernel's counters read now if they are not recent."""
+        if self.kernel is not None:
+            await self.kernel.refresh_if_stale()
+        return self.ports()
 
     def ports(self) -> list[dict[str, Any]]:
         if self.forwarding is None:

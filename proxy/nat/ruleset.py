@@ -3,10 +3,16 @@
 Nothing here touches the system; every function returns a document for ``nft -j -f -``.
 
 Host -> VM (a VM listener mirrored on the host): the host's output hook DNATs
-``127.0.0.1:P`` to the VM's link address and masquerades it onto the link (fully random
-source ports, so forwarded connections never collide with direct ones); the VM's prerouting
-DNATs it back to ``127.0.0.1:P`` and its nat input hook SNATs the source to ``127.0.0.1``,
-so the VM server sees a loopback peer, as it does through the proxy.
+``127.0.0.1:P`` to the VM's link address and masquerades it onto the link; the VM's
+prerouting DNATs it back to ``127.0.0.1:P`` and its nat input hook SNATs the source to
+``127.0.0.1``, so the VM server sees a loopback peer, as it does through the proxy.
+
+The masquerade keeps the client's source port (not ``fully-random``): the server closes
+first and keeps each 4-tuple in TIME_WAIT, and a new SYN on such a tuple is let through only
+if its sequence number or timestamp is newer. A client's next connection from the same port
+has both; a random port lands on another client's TIME_WAIT tuple with unrelated numbers
+and waits for the SYN retransmit, a second (measured: 3,000 connections/s with a p99 near
+1 s with ``fully-random``, 9,000-10,000 and a p99 of 5-8 ms without).
 
 VM -> host (a host listener mirrored in the VM): the mirror image, with the VM's output
 hook DNATing to the host's link address and the host's prerouting back to loopback.
@@ -211,7 +217,7 @@ def host_table(link: NatLink, *, expose_all: bool = False) -> Document:
             "nat_postrouting",
             on_link_out,
             IS_DNAT,
-            {"masquerade": {"flags": ["fully-random"]}},
+            {"masquerade": None},
         ),
         _rule(
             t,
@@ -299,7 +305,7 @@ def vm_table(link: NatLink) -> Document:
             "nat_postrouting",
             _match(_meta("oifname"), link.vm_if),
             IS_DNAT,
-            {"masquerade": {"flags": ["fully-random"]}},
+            {"masquerade": None},
         ),
     ]
     items += _loopback_guard(t, "filter_input", link.vm_if)

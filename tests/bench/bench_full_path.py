@@ -178,8 +178,20 @@ def namespace_vm(data_path: str = "proxy") -> Iterator[Vm]:
         raise tools.BenchError(f"{exc}\nthe daemon's log ends:\n{log_tail(home)}") from exc
     finally:
         if daemon is not None:
-            daemon.stop()
+            stop_daemon(daemon, home)
         shutil.rmtree(home, ignore_errors=True)
+
+
+def stop_daemon(daemon: Any, home: Path) -> None:
+    """SIGTERM, as a user's stop; a daemon that does not stop is killed, and said."""
+    try:
+        daemon.stop()
+    except subprocess.TimeoutExpired:
+        daemon.proc.kill()
+        daemon.proc.wait()
+        raise tools.BenchError(
+            f"the daemon did not stop within 15 s of SIGTERM; its log ends:\n{log_tail(home)}"
+        ) from None
 
 
 def agent_connected(daemon: Any) -> bool:

@@ -79,6 +79,8 @@ class Route:
     cpu_pids: dict[str, int] = field(default_factory=dict)
     tree: bool = False
     data_path: str | None = None
+    server_port: int | None = None
+    """The server's port, where the client's is a forwarder's (pasta, socat)."""
 
 
 def row_path(vm: Vm, direction: Direction, proto: str, port: int) -> str | None:
@@ -160,18 +162,23 @@ def socat_argv(direction: Direction, proto: str, listen: int, port: int) -> list
 
 @dataclass(frozen=True)
 class Ports:
-    """A server port per route kind. The kernel and proxy routes have one each: a path switch
+    """A server port per route. The kernel and proxy routes have one each: a path switch
     cuts what the old path carried, and a stateful server (iperf3) must not see that as its
-    next client's. The direct port is served on the veth address only: not mirrored, so no
-    rule of ours touches it (nor shares its 4-tuples)."""
+    next client's. The direct and socat ports are served on the veth address only: not
+    mirrored, so no rule of ours touches them (nor shares their 4-tuples). pasta has its own
+    too: its connections reach the server from the server's loopback, as the kernel path's
+    do after its SNAT, and a burst of one would leave TIME_WAIT entries on the other's
+    4-tuples (a second's stall per collision), charging one contender for another's run."""
 
     kernel: int
     proxy: int
     direct: int
+    pasta: int
+    socat: int
 
     @classmethod
     def pick(cls, *, udp: bool = False) -> Ports:
-        return cls(*(tools.free_port(tcp=not udp, udp=udp) for _ in range(3)))
+        return cls(*(tools.free_port(tcp=not udp, udp=udp) for _ in range(5)))
 
     def servers(self, direction: Direction) -> list[tuple[str, int]]:
         """Where each server listens: (host, port)."""
@@ -179,18 +186,20 @@ class Ports:
             ("0.0.0.0", self.kernel),
             ("0.0.0.0", self.proxy),
             (direction.direct_ip, self.direct),
+            ("0.0.0.0", self.pasta),
+            (direction.direct_ip, self.socat),
         ]
 
 
 @contextlib.contextmanager
 def routes(vm: Vm, direction: Direction, proto: str, ports: Ports) -> Iterator[dict[str, Route]]:
-    """Every route to the servers on ``ports``; pasta and socat reach the kernel route's."""
+    """Every route to its own server on ``ports``."""
     socat_port = tools.free_port(udp=True)
     client = direction.client
     with (
-        pasta_forward(vm, direction, proto, ports.kernel) as (pasta, pasta_port),
+        pasta_forward(vm, direction, proto, ports.pasta) as (pasta, pasta_port),
         started(
-            client, socat_argv(direction, proto, socat_port, ports.kernel), proto, socat_port
+            client, socat_argv(direction, proto, socat_port, ports.socat), proto, socat_port
         ) as socat,
     ):
         hostnet = {"daemon": vm.daemon_pid, "agent": vm.agent_pid}
@@ -198,8 +207,10 @@ def routes(vm: Vm, direction: Direction, proto: str, ports: Ports) -> Iterator[d
             "direct": Route(direction.direct_ip, ports.direct),
             "kernel": Route("127.0.0.1", ports.kernel, hostnet, data_path="auto"),
             "proxy": Route("127.0.0.1", ports.proxy, hostnet, data_path="proxy"),
-            "pasta": Route("127.0.0.1", pasta_port, {"pasta": pasta.pid}),
-            "socat": Route("127.0.0.1", socat_port, {"socat": socat.pid}, tree=True),
+            "pasta": Route("127.0.0.1", pasta_port, {"pasta": pasta.pid}, server_port=ports.pasta),
+            "socat": Route(
+                "127.0.0.1", socat_port, {"socat": socat.pid}, tree=True, server_port=ports.socat
+            ),
         }
 
 
@@ -473,8 +484,7 @@ def udp_loss(vm: Vm, direction: Direction) -> list[dict[str, Any]]:
     sinks: dict[int, Sink] = {}
 
     def loss(route: Route) -> dict[str, float]:
-        # pasta and socat forward to the kernel route's sink
-        sink = sinks.get(route.port, sinks[ports.kernel])
+        sink = sinks[route.server_port or route.port]
         sink.count()  # start from zero
         argv = [
             tools.PYTHON,
@@ -526,8 +536,8 @@ def udp_loss(vm: Vm, direction: Direction) -> list[dict[str, Any]]:
     return rows
 
 
-def run() -> list[dict[str, Any]]:
-    rows: list[dict[str, Any]] = []
+def run() -> Iterator[dict[str, Any]]:
+    """The figures as they are measured (the runner keeps them if a later step fails)."""
     with namespace_vm("auto") as vm:
 
         def data_path() -> dict[str, str]:
@@ -541,7 +551,6 @@ def run() -> list[dict[str, Any]]:
             ) from exc
         for direction in directions(vm):
             for streams in BULK_STREAMS:
-                rows += tcp_bulk(vm, direction, streams)
-            rows += connection_rate(vm, direction)
-            rows += udp_loss(vm, direction)
-    return rows
+                yield from tcp_bulk(vm, direction, streams)
+            yield from connection_rate(vm, direction)
+            yield from udp_loss(vm, direction)

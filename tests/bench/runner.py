@@ -34,20 +34,23 @@ def module_names(directory: Path, only: str) -> list[str]:
 
 
 def run_module(package: str, name: str) -> tuple[list[dict[str, Any]], bool]:
-    """The module's figures, and whether it ran without error."""
+    """The module's figures, and whether it ran without error. A module whose ``run`` is a
+    generator keeps the figures it gave before an error (minutes of measuring are not thrown
+    away by a failure in the teardown); the error follows them as a row of its own."""
     started = time.monotonic()
     print(f"bench: {name} ... (load average {load()})", file=sys.stderr, flush=True)
+    rows: list[dict[str, Any]] = []
     try:
         module = importlib.import_module(f"{package}.{name}")
-        rows = list(module.run())
-        for row in rows:
+        for row in module.run():
             missing = [key for key in JSON_KEYS if key not in row]
             if missing:
                 raise ValueError(f"figure {row.get('name')!r} lacks {', '.join(missing)}")
+            rows.append(row)
     except Exception as exc:
         traceback.print_exc()
         print(f"bench: {name} failed after {time.monotonic() - started:.1f} s", file=sys.stderr)
-        return [error_row(name, f"{type(exc).__name__}: {exc}")], False
+        return [*rows, error_row(name, f"{type(exc).__name__}: {exc}")], False
     took = time.monotonic() - started
     print(f"bench: {name} done in {took:.1f} s (load average {load()})", file=sys.stderr)
     return rows, True
