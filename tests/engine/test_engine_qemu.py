@@ -225,6 +225,7 @@ def test_a_bridge_container_reaches_the_hosts_loopback_as_host_docker_internal(
     assert result.stdout == "served on the host's 127.0.0.1\n"
 
 
+@pytest.mark.reliability
 @pytest.mark.timeout(300)
 def test_dockerd_killed_in_the_guest_is_shown_and_started_again(qemu_engine: QemuEngine) -> None:
     daemon = qemu_engine.daemon

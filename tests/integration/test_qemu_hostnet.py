@@ -172,6 +172,7 @@ def test_host_server_reachable_from_vm(daemon: RunningDaemon, proto: str, host_b
         server.wait()
 
 
+@pytest.mark.reliability
 def test_crash_is_reported_and_the_restarted_vm_brings_mirrors_back(
     daemon: RunningDaemon,
 ) -> None:
@@ -222,6 +223,7 @@ async def _qmp(path: Path, command: str) -> None:
         await client.close()
 
 
+@pytest.mark.reliability
 def test_a_hung_guest_is_reported_and_restarted(daemon: RunningDaemon) -> None:
     """The guest frozen for real (QMP ``stop`` pauses its vCPUs; QEMU itself lives on): the
     host's pings go unanswered, the status says so within the stated timeout, and the VM is

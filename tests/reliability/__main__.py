@@ -23,6 +23,9 @@ from tests.reliability.secret_scan import scan_for_secrets
 ROOT = Path(__file__).resolve().parents[2]
 SUITE = [
     "tests/integration/test_fault_recovery.py",
+    "tests/integration/test_qemu_hostnet.py::test_crash_is_reported_and_the_restarted_vm_brings_mirrors_back",
+    "tests/integration/test_qemu_hostnet.py::test_a_hung_guest_is_reported_and_restarted",
+    "tests/engine/test_engine_qemu.py::test_dockerd_killed_in_the_guest_is_shown_and_started_again",
     "tests/integration/test_fault_transport_cut.py",
     "tests/integration/test_fault_signin.py",
     "tests/integration/test_load_connections.py",
