@@ -145,6 +145,9 @@ class Daemon:
         caller checked it first). What changes while the VM boots is taken at once and
         applied as soon as the VM is up."""
         assert self.effective is not None
+        # Starting the VM begins here: the control API already answers, and must not say
+        # "down" while the stale tables below are cleared first.
+        self._set_vm(VmState.STARTING, "")
         if os.geteuid() == 0 and nft_available():
             # Kernel-path tables of VMs that are gone (a killed daemon's): remove them.
             await asyncio.get_running_loop().run_in_executor(None, remove_stale_tables)

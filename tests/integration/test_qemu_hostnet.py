@@ -19,6 +19,14 @@ from pathlib import Path
 import pytest
 
 from tests.integration.daemon_fixture import HOSTNET, RunningDaemon, write_settings
+from tests.integration.qemu_race import (
+    GUEST,
+    GuestPeer,
+    coordinator,
+    fresh_ports,
+    guest_connects,
+    host_connects,
+)
 from tests.integration.vm_helpers import (
     CLIENT,
     SERVER,
@@ -170,6 +178,48 @@ def test_host_server_reachable_from_vm(daemon: RunningDaemon, proto: str, host_b
     finally:
         server.kill()
         server.wait()
+
+
+RACE_TRIALS = 50
+
+
+@pytest.mark.parametrize("proto", ["tcp", "udp"])
+def test_connect_at_once_after_listen_both_ways(daemon: RunningDaemon, proto: str) -> None:
+    """Issue 16 on the QEMU VM: a client that connects the moment a server on the other side
+    has listened gets through, every time, host to VM and VM to host (IPv4 loopback). Each
+    side's hold table must be on for it (the guest's kernel loads nf_tables, nft_socket,
+    nft_queue and nfnetlink_queue from the image)."""
+
+    def hold() -> dict[str, dict[str, object]]:
+        found = _status(daemon)["hold"]
+        assert isinstance(found, dict)
+        return found
+
+    wait_for(lambda: "state" in hold()["vm"], 30, "the agent's hold status (polled)")
+    assert hold()["vm"]["state"] == "on", hold()["vm"]
+    assert hold()["host"]["state"] == "on", hold()["host"]
+    with coordinator() as (server, port):
+        wait_for(
+            lambda: daemon.port_state("host-to-vm", "tcp", port, "127.0.0.1") == "active",
+            30,
+            "the coordinator's mirror in the VM",
+        )
+        vm_exec(daemon, *PY, "-c", GUEST, str(port), detach=True)
+        conn, _ = server.accept()
+        # The listener stays open: its mirror carries the coordinator's connection.
+        with conn, conn.makefile("rwb", buffering=0) as stream:
+            peer = GuestPeer(stream)
+            failed = []
+            ports = fresh_ports(proto)
+            for trial in range(RACE_TRIALS):
+                for name, run in (("vm client", guest_connects), ("host client", host_connects)):
+                    result = run(peer, proto, next(ports))
+                    if result != "ok":
+                        failed.append(f"{name} #{trial}: {result}")
+    assert not failed, f"{len(failed)} of {2 * RACE_TRIALS} trials failed: {failed[:5]}"
+    # Both sides held first packets: the trials did not merely outrun discovery's lag.
+    wait_for(lambda: int(str(hold()["vm"]["held"])) > 0, 10, "the VM side's held count")
+    assert int(str(hold()["host"]["held"])) > 0, hold()["host"]
 
 
 @pytest.mark.reliability
