@@ -16,7 +16,9 @@ from tests.integration.vm_helpers import wait_for
 
 pytestmark = pytest.mark.skipif(os.geteuid() != 0, reason="named network namespaces need root")
 
-TRIALS = 1000
+TRIALS = int(os.environ.get("HOSTNET_RACE_TRIALS", "250"))
+"""Per case: 250 in ``make test`` (about 40 s for all eight); ``make reliability`` runs the
+issue's 1,000 of 1,000."""
 FAMILIES = {"ipv4": socket.AF_INET, "ipv6": socket.AF_INET6}
 
 

@@ -4,6 +4,7 @@ a table of what they measured.
     python -m tests.reliability                      # everything, 10-minute soak, 1M fuzz
     HOSTNET_SOAK_SECONDS=60 python -m tests.reliability
     HOSTNET_FUZZ_RUNS=100000 python -m tests.reliability
+    HOSTNET_RACE_TRIALS=1000 (the default here): connect-at-once trials per race case
 
 Exit status: pytest's (0 when every test passed). Extra arguments go to pytest.
 """
@@ -23,6 +24,7 @@ from tests.reliability.secret_scan import scan_for_secrets
 ROOT = Path(__file__).resolve().parents[2]
 SUITE = [
     "tests/integration/test_fault_recovery.py",
+    "tests/integration/test_race_free.py",
     "tests/integration/test_qemu_hostnet.py::test_crash_is_reported_and_the_restarted_vm_brings_mirrors_back",
     "tests/integration/test_qemu_hostnet.py::test_a_hung_guest_is_reported_and_restarted",
     "tests/engine/test_engine_qemu.py::test_dockerd_killed_in_the_guest_is_shown_and_started_again",
@@ -69,6 +71,7 @@ def main(argv: list[str]) -> int:
         env[FIGURES_ENV] = str(figures_file)
         env.setdefault("HOSTNET_SOAK_SECONDS", "600")
         env.setdefault("HOSTNET_FUZZ_RUNS", "1000000")
+        env.setdefault("HOSTNET_RACE_TRIALS", "1000")
         command = [
             sys.executable,
             "-m",
