@@ -32,6 +32,12 @@ EXPOSE = "HostNetworkingExposeAllInterfaces"
 EXCLUDED = "HostNetworkingExcludedPorts"
 UDP_IDLE = "HostNetworkingUdpIdleTimeoutSeconds"
 ENGINE = "ContainerEngineEnabled"
+DATA_PATH = "HostNetworkingDataPath"
+DATA_PATHS = (
+    ("auto", "Automatic: kernel NAT where it can, the proxy elsewhere"),
+    ("kernel", "Kernel NAT rules"),
+    ("proxy", "User-space proxy"),
+)
 
 
 def parse_ports(text: str) -> tuple[list[int | str], str]:
@@ -127,8 +133,7 @@ class NetworkPage(QWidget):
         )
         layout.addWidget(box)
 
-        # More network settings, each a SettingField in self.fields (the data path adds its
-        # own with add_setting() when its key is in the schema).
+        # More network settings, each a SettingField in self.fields.
         more, self.more_layout = card()
         more.setAccessibleName("More network settings")
         self.more_layout.addWidget(label("Forwarding", "SectionTitle", wrap=False))
@@ -148,6 +153,17 @@ class NetworkPage(QWidget):
                 "Run a Docker Engine in the VM",
                 "Reached through the docker context 'hostnet' or `hostnet docker-env`; "
                 "its containers' ports are forwarded like any VM port.",
+            )
+        )
+        self.add_setting(
+            SettingField(
+                link,
+                DATA_PATH,
+                "Data path",
+                "How forwarded IPv4 ports are carried. Kernel NAT needs the namespace VM and "
+                "the daemon as root; the proxy carries ::1 and every other setup. The status "
+                "says which is in use and why.",
+                choices=DATA_PATHS,
             )
         )
         layout.addWidget(more)

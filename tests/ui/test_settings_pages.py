@@ -208,6 +208,30 @@ def test_udp_idle_timeout_is_checked_then_applied_once(
     assert field.editor.text() == "5" and not window.apply_button.isEnabled()
 
 
+def test_the_data_path_is_chosen_from_a_list_and_applied_once(
+    daemon_factory: DaemonFactory, app_factory: AppFactory, qtbot: Any, put_calls: list[Any]
+) -> None:
+    daemon = daemon_factory()
+    app = app_factory()
+    window = app.window
+    window.show_page("network")
+    [field] = [f for f in window.network.fields.fields if f.key == "HostNetworkingDataPath"]
+    assert isinstance(field.editor, QComboBox) and field.editor.isEnabled()
+    options = [field.editor.itemData(i) for i in range(field.editor.count())]
+    assert options == ["auto", "kernel", "proxy"]
+    assert field.editor.currentData() == "auto"
+    assert not window.apply_button.isEnabled()
+    field.editor.setCurrentIndex(options.index("proxy"))
+    assert window.apply_button.isEnabled()
+    qtbot.mouseClick(window.apply_button, Qt.MouseButton.LeftButton)
+    pump_until(lambda: window.footer_message.text().startswith("Applied"), 10, "apply")
+    assert put_calls == [{"HostNetworkingDataPath": "proxy"}]
+    assert setting(daemon, "HostNetworkingDataPath") == "proxy"
+    pump_until(
+        lambda: daemon.client.get("/v1/status")["data_path"]["active"] == "proxy", 10, "proxy"
+    )
+
+
 def test_account_provider_fields_follow_the_provider(
     daemon_factory: DaemonFactory, app_factory: AppFactory, qtbot: Any, put_calls: list[Any]
 ) -> None:
