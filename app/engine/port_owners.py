@@ -68,7 +68,9 @@ def engine_containers(docker_host: str) -> tuple[dict[str, Container], dict[str,
         log.debug("port owners: no engine: %s", exc)
         return by_id, by_ip
     try:
-        for container in client.containers.list():
+        # A container that goes (``--rm``) between the list and its inspect is skipped, not
+        # allowed to cost every other container's owner.
+        for container in client.containers.list(ignore_removed=True):
             attrs = container.attrs
             entry = (container.name or "", str(attrs.get("Config", {}).get("Image", "")))
             by_id[container.id or ""] = entry

@@ -6,6 +6,7 @@ engine's exec root, and a unix socket path holds at most 107 bytes.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
 import subprocess
@@ -97,8 +98,10 @@ def engine_session(settings: dict[str, Any] | None = None) -> Iterator[EngineSes
         client = docker.DockerClient(base_url=host, timeout=60)
         session = EngineSession(daemon, build_test_image(client), client)
         yield session
-        for container in client.containers.list(all=True):
-            container.remove(force=True)
+        # A --rm container may go between the list, its inspect and the remove.
+        for container in client.containers.list(all=True, ignore_removed=True):
+            with contextlib.suppress(docker.errors.NotFound):
+                container.remove(force=True)
         client.close()
     finally:
         daemon.stop()
