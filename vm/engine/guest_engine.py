@@ -32,7 +32,6 @@ import contextlib
 import json
 import logging
 import os
-import signal
 import socket
 import subprocess
 import sys
@@ -43,6 +42,7 @@ from proxy.tcp_relay import counted_relay, relay_until_done
 from vm.backends.qemu_engine_names import DISK_SERIAL, ENGINE_PORT_NAME
 from vm.engine import host_gateway
 from vm.engine.dockerd_command import DEFAULT_ULIMITS, STORAGE_DRIVERS
+from vm.engine.process_stop import terminate
 from vm.transport.mux_link import GuestMuxLink
 
 log = logging.getLogger("hostnet.guest_engine")
@@ -218,17 +218,7 @@ class GuestEngine:
             )  # fmt: skip
 
     async def _stop(self) -> None:
-        proc = self.dockerd
-        if proc is None or proc.returncode is not None:
-            return
-        with contextlib.suppress(ProcessLookupError):
-            proc.send_signal(signal.SIGTERM)
-        try:
-            await asyncio.wait_for(proc.wait(), STOP_TIMEOUT)
-        except TimeoutError:
-            with contextlib.suppress(ProcessLookupError):
-                proc.kill()
-            await proc.wait()
+        await terminate(self.dockerd, STOP_TIMEOUT)
 
 
 async def serve(port: str, dockerd_log: Path) -> None:

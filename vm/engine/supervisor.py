@@ -30,6 +30,7 @@ from vm.engine.dockerd_command import (
 from vm.engine.layout import EngineLayout
 from vm.engine.mounts import release_mounts
 from vm.engine.ping import engine_answers
+from vm.engine.process_stop import terminate
 from vm.engine.state import EngineState, EngineStatus
 
 log = logging.getLogger(__name__)
@@ -101,7 +102,7 @@ class EngineSupervisor:
             with contextlib.suppress(asyncio.CancelledError):
                 await self._task
         await self._stop_dockerd()
-        await _terminate(self._dns, 2.0)
+        await terminate(self._dns, 2.0)
         self._set(EngineState.OFF, "")
 
     # -- supervision ----------------------------------------------------------------------
@@ -231,7 +232,7 @@ class EngineSupervisor:
                 await asyncio.sleep(0.1)
             with contextlib.suppress(ProcessLookupError):
                 os.kill(pid, signal.SIGKILL)
-        await _terminate(self._dockerd, STOP_TIMEOUT)
+        await terminate(self._dockerd, STOP_TIMEOUT)
         self._release_mounts()
 
     def _release_mounts(self) -> None:
@@ -263,19 +264,6 @@ async def _run(command: list[str]) -> None:
     if proc.returncode != 0:
         text = output.decode(errors="replace").strip()
         raise EngineRefused(text or f"{' '.join(command)} exited with status {proc.returncode}")
-
-
-async def _terminate(proc: asyncio.subprocess.Process | None, timeout: float) -> None:
-    if proc is None or proc.returncode is not None:
-        return
-    with contextlib.suppress(ProcessLookupError):
-        proc.terminate()
-    try:
-        await asyncio.wait_for(proc.wait(), timeout)
-    except TimeoutError:
-        with contextlib.suppress(ProcessLookupError):
-            proc.kill()
-        await proc.wait()
 
 
 def _running_dockerd(layout: EngineLayout) -> int:
