@@ -58,6 +58,12 @@ def type_into(qtbot: Any, line: QLineEdit, text: str) -> None:
     qtbot.keyClicks(line, text)
 
 
+def click_apply(qtbot: Any, window: Any) -> None:
+    """Click "Apply & restart" and wait until the footer says the change was applied."""
+    qtbot.mouseClick(window.apply_button, Qt.MouseButton.LeftButton)
+    pump_until(lambda: window.footer_message.text().startswith("Applied"), 10, "apply")
+
+
 def forwarded(port: int) -> bool:
     try:
         return host_answer("tcp", "127.0.0.1", port, b"hi") == b"echo:hi"
@@ -201,8 +207,7 @@ def test_udp_idle_timeout_is_checked_then_applied_once(
     assert field.error_label.text() == "'abc' is not a number."
     type_into(qtbot, field.editor, "5")
     assert window.apply_button.isEnabled()
-    qtbot.mouseClick(window.apply_button, Qt.MouseButton.LeftButton)
-    pump_until(lambda: window.footer_message.text().startswith("Applied"), 10, "apply")
+    click_apply(qtbot, window)
     assert put_calls == [{"HostNetworkingUdpIdleTimeoutSeconds": 5}]
     assert setting(daemon, "HostNetworkingUdpIdleTimeoutSeconds") == 5
     assert field.editor.text() == "5" and not window.apply_button.isEnabled()
@@ -223,8 +228,7 @@ def test_the_data_path_is_chosen_from_a_list_and_applied_once(
     assert not window.apply_button.isEnabled()
     field.editor.setCurrentIndex(options.index("proxy"))
     assert window.apply_button.isEnabled()
-    qtbot.mouseClick(window.apply_button, Qt.MouseButton.LeftButton)
-    pump_until(lambda: window.footer_message.text().startswith("Applied"), 10, "apply")
+    click_apply(qtbot, window)
     assert put_calls == [{"HostNetworkingDataPath": "proxy"}]
     assert setting(daemon, "HostNetworkingDataPath") == "proxy"
     pump_until(
@@ -254,8 +258,7 @@ def test_account_provider_fields_follow_the_provider(
     assert not window.apply_button.isEnabled()
     type_into(qtbot, issuer, "https://login.example.com")
     type_into(qtbot, client, "hostnet-desktop")
-    qtbot.mouseClick(window.apply_button, Qt.MouseButton.LeftButton)
-    pump_until(lambda: window.footer_message.text().startswith("Applied"), 10, "apply")
+    click_apply(qtbot, window)
     assert put_calls == [
         {
             "SignInProvider": "oidc",
