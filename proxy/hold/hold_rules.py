@@ -3,11 +3,15 @@
 One table per hostnet instance and namespace, ``inet hostnet_hold_<queue>``, owned by the
 netlink socket that made it (NFT_TABLE_F_OWNER): the kernel removes it when that socket
 closes, so a crashed daemon or agent leaves no rule behind. Its one chain, on the input hook,
-says for packets to a loopback address (127.0.0.0/8, ::1):
+says for packets to a loopback address (127.0.0.0/8, ::1) that came in on ``lo``:
 
     socket exists (any listener or bound socket for this packet)  -> accept (nothing held)
     TCP with SYN and without ACK                                    -> queue, bypass
     UDP                                                             -> queue, bypass
+
+Only ``lo``: a packet the kernel path's NAT rules brought in over hostnet's link is for a port
+the other side already mirrors, and after their DNAT (before their SNAT to loopback) its source
+is the link's address, so a UDP socket connected to its client would not be found for it.
 
 The ``socket`` expression looks the packet's socket up at that moment, so no set of
 listening ports has to be kept in step (and cannot lag). The queue is nft's own ``queue``
@@ -63,7 +67,10 @@ CHAIN_PRIORITY: Final = -150
 
 _REG_VERDICT: Final = 0
 _REG_1: Final = 1
+_META_IIF: Final = 4
 _META_NFPROTO: Final = 15
+LOOPBACK_IFINDEX: Final = 1
+"""``lo``'s interface index, the same in every network namespace."""
 _META_L4PROTO: Final = 16
 _PAYLOAD_NETWORK: Final = 1
 _PAYLOAD_TRANSPORT: Final = 2
@@ -184,7 +191,10 @@ def ruleset_batch(queue: int, compat: bool = False) -> tuple[bytes, int]:
     rules = [[_socket_found(), _accept()]]
     for family in (socket.AF_INET, socket.AF_INET6):
         for number in (socket.IPPROTO_TCP, socket.IPPROTO_UDP):
-            rules.append([*_loopback(family), *_first_packet(number), _queue(queue, compat)])
+            on_lo = [_meta(_META_IIF), _cmp_eq(struct.pack("=I", LOOPBACK_IFINDEX))]
+            rules.append(
+                [*on_lo, *_loopback(family), *_first_packet(number), _queue(queue, compat)]
+            )
     for seq, expressions in enumerate(rules, start=3):
         body = head + string(1, name) + string(2, "input") + nested(4, *expressions)
         parts.append(message(_nft(NFT_MSG_NEWRULE), ack | NLM_F_CREATE | NLM_F_APPEND, seq, body))
