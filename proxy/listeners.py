@@ -20,7 +20,7 @@ class Listener:
     wildcards, ``::ffff:a.b.c.d`` for an IPv4-mapped bind. ``inode`` tells two sockets on the
     same address apart: a new inode for the same ``key`` means the program listened again.
     ``dual_stack`` is True for an IPv6 wildcard (``::``) with IPV6_V6ONLY off, which also
-    accepts IPv4; it is still reported as ``::`` and the caller decides what that covers.
+    accepts IPv4; ``hosts`` says what that covers.
     ``interface`` is the ifindex the socket is bound to (SO_BINDTODEVICE, scope), 0 for none.
     Several sockets may share a key (SO_REUSEPORT); each is reported.
     """
@@ -40,6 +40,13 @@ class Listener:
     @property
     def is_ipv6(self) -> bool:
         return ":" in self.host
+
+    @property
+    def hosts(self) -> tuple[str, ...]:
+        """The addresses this socket listens on, as the other side is told: a dual-stack
+        ``::`` is ``0.0.0.0`` too, so IPv4 mirrors reach it over IPv4 (``127.0.0.1``), as a
+        client in its own namespace would, and the kernel path can carry it."""
+        return (self.host, "0.0.0.0") if self.dual_stack else (self.host,)
 
     def __str__(self) -> str:
         host = f"[{self.host}]" if self.is_ipv6 else self.host

@@ -59,4 +59,4 @@ def answer_probe(
     found = check.listeners(proto, port, own_inodes)
     if found:
         adopt(found)
-    return sorted({item.host for item in found if item.host in MIRRORABLE_HOSTS})
+    return sorted({host for item in found for host in item.hosts if host in MIRRORABLE_HOSTS})

@@ -378,3 +378,49 @@ def test_a_destroyed_vm_gets_its_kernel_path_back(tmp_path: Path) -> None:
             server.wait()
     finally:
         daemon.stop()
+
+
+DUAL_STACK = r"""
+import socket, sys
+proto, port = sys.argv[1], int(sys.argv[2])
+kind = socket.SOCK_STREAM if proto == "tcp" else socket.SOCK_DGRAM
+s = socket.socket(socket.AF_INET6, kind)
+s.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 0)
+s.bind(("::", port))
+if proto == "tcp":
+    s.listen(16)
+print("ready", flush=True)
+while True:
+    if proto == "tcp":
+        c, peer = s.accept()
+        c.sendall(f"{peer[0]}:".encode() + c.recv(100))
+        c.close()
+    else:
+        data, peer = s.recvfrom(100)
+        s.sendto(f"{peer[0]}:".encode() + data, peer)
+"""
+"""A server on a dual-stack ``::`` (IPV6_V6ONLY off, as Node.js and ``python -m http.server``
+listen by default), answering with the peer address it saw."""
+
+
+@pytest.mark.parametrize("proto", ["tcp", "udp"])
+def test_a_dual_stack_vm_listener_is_carried_by_the_kernel(
+    daemon: RunningDaemon, proto: str
+) -> None:
+    """A dual-stack ``::`` socket takes IPv4 too: it is reported as ``0.0.0.0`` as well, so
+    the host's 127.0.0.1 mirror reaches it over IPv4 and the kernel path carries it."""
+    port = free_port(proto)
+    server = subprocess.Popen(
+        [*vm_in(daemon), sys.executable, "-c", DUAL_STACK, proto, str(port)],
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        assert server.stdout is not None and server.stdout.readline().strip() == "ready"
+        wait_for(lambda: on_kernel(daemon, "vm-to-host", proto, port), 10, "the kernel path")
+        assert ask([], proto, "127.0.0.1", port, "hello") == "::ffff:127.0.0.1:hello"
+        if proto == "tcp":  # (ASK's UDP client is IPv4 only) the proxy carries ::1
+            assert ask([], proto, "::1", port, "six") == "::1:six"
+    finally:
+        server.kill()
+        server.wait()

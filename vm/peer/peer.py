@@ -110,9 +110,10 @@ class Peer:
 
     def _worth_reporting(self) -> set[WireListener]:
         return {
-            WireListener(item.proto, item.host, item.port)
+            WireListener(item.proto, host, item.port)
             for item in self._reachable()
             if self.reports(item)
+            for host in item.hosts
         }
 
     def _reachable(self) -> frozenset[Listener]:
