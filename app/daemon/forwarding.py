@@ -16,8 +16,16 @@ from typing import Any
 from app.daemon.agent_link import AgentLink
 from proxy.counters import ForwardCounters
 from proxy.errors import HostnetError
+from proxy.hold.hold_side import KernelFirst, no_kernel_path
 from proxy.hold.port_check import PortCheck, port_check_in
-from proxy.hold.probe import HOLD_STATUS, PROBE, PROBE_TIMEOUT, parse_answer, probe_params
+from proxy.hold.probe import (
+    HOLD_STATUS,
+    PROBE,
+    PROBE_TIMEOUT,
+    ProbeAnswer,
+    parse_answer,
+    probe_params,
+)
 from proxy.listeners import Listener, Proto
 from proxy.mirror_set import ALL_INTERFACE_BINDS, LOOPBACK_BINDS, MIRRORABLE_HOSTS, MirrorState
 from proxy.states import LinkState
@@ -88,6 +96,8 @@ class Forwarding:
         self.replace_vm_sockets(vm_sockets)
         self.vm_mirrors: list[dict[str, Any]] = []
         self.on_vm_mirrors = on_vm_mirrors
+        self.kernel_takes: KernelFirst = no_kernel_path
+        """The kernel path's rules for host ports the agent is about to mirror (its probes)."""
 
     async def start(self) -> None:
         await self.peer.start()
@@ -180,12 +190,12 @@ class Forwarding:
         except OSError:
             return False
 
-    async def _probe_vm(self, proto: Proto, port: int) -> list[str] | None:
+    async def _probe_vm(self, proto: Proto, port: int) -> ProbeAnswer | None:
         """Who listens on ``proto`` ``port`` in the VM now, asked of the agent (held packets)."""
         if not self.link.connected:
             return None
         response = await self.link.request(PROBE, probe_params(proto, port), PROBE_TIMEOUT)
-        return parse_answer(response.result) if response.ok else []
+        return parse_answer(response.result) if response.ok else ProbeAnswer([])
 
     async def _open(self, proto: Proto, host: str, port: int) -> socket.socket:
         """A socket to ``proto host:port`` in the VM: handed over on the control connection
@@ -206,14 +216,26 @@ class Forwarding:
         if request.method == OPEN:
             self.peer.spawn(self.peer.serve_open_request(wire, request))
         elif request.method == PROBE:
-            try:
-                response = Response(request.id, True, list(self.peer.hold.answer(request.params)))
-            except (HostnetError, OSError) as exc:
-                response = Response(request.id, False, str(exc))
-            self.peer.spawn(self._answer(wire, response))
+            self.peer.spawn(self._answer_probe(wire, request))
         else:
             refusal = Response(request.id, False, f"the daemon does not answer {request.method!r}")
             self.peer.spawn(self._answer(wire, refusal))
+
+    async def _answer_probe(self, wire: WireSocket, request: Request) -> None:
+        """The agent holds a VM client's first packet: who listens on the host, and, for
+        UDP, whether the kernel path's rules carry the port now (``kernel_takes`` puts it
+        in them first; then the agent sends the held packets through the rules)."""
+        try:
+            hosts = list(self.peer.hold.answer(request.params))
+            kernel = False
+            if hosts and request.params.get("proto") == "udp":
+                kernel = await self.kernel_takes("udp", int(request.params["port"]), hosts)
+        except (HostnetError, OSError) as exc:
+            await self._answer(wire, Response(request.id, False, str(exc)))
+            return
+        # A bare list unless the kernel carries it: what an agent of any version reads.
+        result = ProbeAnswer(hosts, kernel).to_json() if kernel else hosts
+        await self._answer(wire, Response(request.id, True, result))
 
     async def _answer(self, wire: WireSocket, response: Response) -> None:
         with contextlib.suppress(ProtocolError, OSError):

@@ -19,7 +19,7 @@ from dataclasses import dataclass, fields
 from typing import Any
 
 from proxy.counters import ForwardCounters
-from proxy.mirror_set import MirrorState
+from proxy.mirror_set import MirrorState, pick_remote_host
 from proxy.nat.kernel_path import KernelPath
 from proxy.nat.nft import NftError, nft_available
 from proxy.nat.ruleset import Direction, NatLink, PortKey, Proto
@@ -30,6 +30,8 @@ log = logging.getLogger(__name__)
 
 COUNTERS_INTERVAL = 1.0
 ADOPT_GRACE = 3.0
+"""Seconds a port is kept carried without a mirror that says so: a killed daemon's ports
+after a restart, and a port put in for a held packet before the agent's mirror is seen."""
 CARRIED_BINDS = frozenset({"127.0.0.1", "0.0.0.0"})
 """The IPv4 mirrors whose connections the NAT rules can take (``::1`` stays on the proxy)."""
 
@@ -92,6 +94,12 @@ def wanted_ports(
     return frozenset(wanted)
 
 
+def ipv4_mirror_qualifies(hosts: Iterable[str], port: int, excluded: Callable[[int], bool]) -> bool:
+    """Whether the 127.0.0.1 mirror of a port the other side listens on at ``hosts`` is one
+    the kernel carries (as ``wanted_ports`` decides once the mirror is made)."""
+    return pick_remote_host("127.0.0.1", hosts) == "127.0.0.1" and not excluded(port)
+
+
 class KernelCarrier:
     """Keeps one KernelPath's ports in step with the mirrors, and its counters fresh.
 
@@ -110,6 +118,7 @@ class KernelCarrier:
         self._tasks: list[asyncio.Task[None]] = []
         self._adopted: frozenset[PortKey] = frozenset()
         self._adopt_until = 0.0
+        self._anticipated: dict[PortKey, float] = {}
 
     async def start(self) -> None:
         """Make both tables (replacing a killed daemon's, whose ports are kept for
@@ -151,15 +160,40 @@ class KernelCarrier:
             self._wanted = ports
             self._changed.set()
 
+    async def carry_now(self, key: PortKey) -> bool:
+        """Carry ``key`` before returning, for a held first packet that waits for it; True
+        if the rules carry it now. It stays carried for ADOPT_GRACE even if no mirror says
+        so yet (the agent's mirrors are seen by polling), then follows the mirrors again."""
+        loop = asyncio.get_running_loop()
+        self._anticipated[key] = loop.time() + ADOPT_GRACE
+        loop.call_later(ADOPT_GRACE, self._changed.set)
+        try:
+            await self.path.set_ports(self._all_wanted())
+        except NftError as exc:
+            self.error = str(exc)
+            log.warning("kernel path: %s", exc)
+        return key in self.path.carried
+
+    def _all_wanted(self) -> frozenset[PortKey]:
+        """What the mirrors want, with a killed daemon's ports and the held packets' ports
+        while their grace lasts."""
+        now = asyncio.get_running_loop().time()
+        wanted = set(self._wanted)
+        if now < self._adopt_until:
+            wanted |= self._adopted  # a killed daemon's ports, until discovery catches up
+        for key, until in list(self._anticipated.items()):
+            if now < until:
+                wanted.add(key)
+            else:
+                del self._anticipated[key]
+        return frozenset(wanted)
+
     async def _apply_changes(self) -> None:
         while True:
             await self._changed.wait()
             self._changed.clear()
-            wanted = self._wanted
-            if asyncio.get_running_loop().time() < self._adopt_until:
-                wanted |= self._adopted  # a killed daemon's ports, until discovery catches up
             try:
-                await self.path.set_ports(wanted)
+                await self.path.set_ports(self._all_wanted())
                 self.error = ""
             except NftError as exc:
                 # The proxy mirrors keep carrying; say why, and try again on the next change.

@@ -26,6 +26,7 @@ from app.daemon.kernel_carrier import (
     DataPathChoice,
     KernelCarrier,
     add_counters,
+    ipv4_mirror_qualifies,
     kernel_path_for,
     wanted_ports,
 )
@@ -47,6 +48,7 @@ from app.signin.session import Session
 from app.signin.state import current_session, record_paths
 from proxy import __version__
 from proxy.errors import HostnetError
+from proxy.listeners import Proto
 from proxy.mirror_set import MirrorState
 from proxy.nat.kernel_path import remove_stale_tables
 from proxy.nat.nft import NftError, nft_available
@@ -235,6 +237,8 @@ class Daemon:
             vm_sockets=vm_sockets,
             udp_idle_timeout=float(self.effective["HostNetworkingUdpIdleTimeoutSeconds"]),
         )
+        self.forwarding.peer.hold.kernel_first = self._kernel_takes_vm_port
+        self.forwarding.kernel_takes = self._kernel_takes_host_port
         await self.forwarding.start()
         await self._start_kernel_path()  # the mirrors carry until the rules are in
 
@@ -284,6 +288,24 @@ class Daemon:
             self.forwarding.vm_mirrors,
             lambda port: is_excluded(port, ranges),
         )
+
+    async def _kernel_takes_vm_port(self, proto: Proto, port: int, hosts: list[str]) -> bool:
+        """A held host client's first UDP packet: the rules take the VM port before the
+        daemon mirrors it, if its mirror will qualify."""
+        return await self._kernel_takes(("to_vm", proto, port), hosts)
+
+    async def _kernel_takes_host_port(self, proto: Proto, port: int, hosts: list[str]) -> bool:
+        """A held VM client's first UDP packet: the rules take the host port before the
+        agent mirrors it, if its mirror will qualify."""
+        return await self._kernel_takes(("to_host", proto, port), hosts)
+
+    async def _kernel_takes(self, key: PortKey, hosts: list[str]) -> bool:
+        if self.kernel is None or self.effective is None:
+            return False
+        ranges = port_ranges(self.effective["HostNetworkingExcludedPorts"] or [])
+        if not ipv4_mirror_qualifies(hosts, key[2], lambda port: is_excluded(port, ranges)):
+            return False
+        return await self.kernel.carry_now(key)
 
     def _on_vm_mirrors(self, mirrors: list[dict[str, Any]]) -> None:
         self._kernel_want()

@@ -5,12 +5,20 @@ it checks its own namespace first (a program here that has just started listenin
 then asks the other side (``ask``: a "probe" over the control connection) and, if that side
 listens, makes the mirrors (``mirror``) before the packet goes on. It also answers the other
 side's probes (``answer``), and says what it is doing (``status``).
+
+A UDP port the kernel path (proxy/nat) will carry goes the other way round: its rules go in
+first (this side's, ``kernel_first``, or the other side's, which its answer says), the held
+packets are sent again through them (``PortHold``), and only then is the mirror made. A UDP
+flow's first packet fixes its conntrack entry: a flow begun on the mirror would stay on the
+user-space relay for its whole life, and packets let through to a mirror made too early
+would reach the server by another path, from another address, ahead of the held ones.
 """
 
 from __future__ import annotations
 
+import functools
 import logging
-from collections.abc import Awaitable, Callable, Container
+from collections.abc import Awaitable, Callable, Container, Coroutine
 from typing import Any
 
 from proxy.errors import HostnetError
@@ -18,17 +26,26 @@ from proxy.hold.hold_rules import HoldRulesError
 from proxy.hold.hold_switch import hold_wanted
 from proxy.hold.packet_head import Destination
 from proxy.hold.port_check import PortCheck
-from proxy.hold.port_hold import PortHold
-from proxy.hold.probe import answer_probe
+from proxy.hold.port_hold import Finish, PortHold
+from proxy.hold.probe import ProbeAnswer, answer_probe
 from proxy.listeners import Listener, Proto
 
 log = logging.getLogger(__name__)
 
-Ask = Callable[[Proto, int], Awaitable[list[str] | None]]
-"""Probe the other side for ``proto`` ``port``: the addresses listening there, or None when
-the other side is not connected."""
-Mirror = Callable[[Proto, int, list[str]], Awaitable[None]]
+Ask = Callable[[Proto, int], Awaitable[ProbeAnswer | None]]
+"""Probe the other side for ``proto`` ``port``: the addresses listening there (and whether
+its kernel rules carry the port), or None when the other side is not connected."""
+Mirror = Callable[[Proto, int, list[str]], Coroutine[Any, Any, None]]
 """Make this side's mirrors of the other side's listeners on ``proto`` ``port``."""
+KernelFirst = Callable[[Proto, int, list[str]], Awaitable[bool]]
+"""Put ``proto`` ``port``, listening on the other side's ``hosts``, in the kernel path's
+rules if its IPv4 mirror will qualify; True if the rules carry it now."""
+
+
+async def no_kernel_path(proto: Proto, port: int, hosts: list[str]) -> bool:
+    return False
+
+
 NobodyThere = Callable[[Proto, int], bool]
 """True when a direct look at the other side finds no socket at all on ``proto`` ``port``
 (its own mirrors included): then there is nothing to ask, and a refusal is not delayed by
@@ -59,6 +76,7 @@ class HoldSide:
         self.mirror = mirror
         self.nobody_there = nobody_there
         self.check: PortCheck | None = None
+        self.kernel_first: KernelFirst = no_kernel_path
         self.hold = PortHold(self._make_ready)
         self.problem = ""
 
@@ -95,18 +113,25 @@ class HoldSide:
             return []
         return answer_probe(self.check, params, self.own_inodes(), self.adopt)
 
-    async def _make_ready(self, target: Destination) -> None:
+    async def _make_ready(self, target: Destination) -> Finish | None:
+        """Ready the port for a held packet. For a UDP port the kernel path carries now,
+        the mirror is made by the returned ``Finish``, after the packets are resent."""
         check = self.check
         if check is None or check.listeners(target.proto, target.port, self.own_inodes()):
-            return  # a program on this side listens by now: the packet is for it
+            return None  # a program on this side listens by now: the packet is for it
         if self.nobody_there(target.proto, target.port):
-            return
+            return None
         if self.ask is None:
-            return
+            return None
         try:
-            hosts = await self.ask(target.proto, target.port)
+            answer = await self.ask(target.proto, target.port)
         except (OSError, HostnetError) as exc:
             log.info("held %s port %d: the %s did not answer: %s", *target.key, self.other, exc)
-            return
-        if hosts:
-            await self.mirror(target.proto, target.port, hosts)
+            return None
+        if answer is None or not answer.hosts:
+            return None
+        proto, port, hosts = target.proto, target.port, answer.hosts
+        if proto == "udp" and (answer.kernel or await self.kernel_first(proto, port, hosts)):
+            return functools.partial(self.mirror, proto, port, hosts)
+        await self.mirror(proto, port, hosts)
+        return None

@@ -3,8 +3,9 @@ the verdicts sent back (include/uapi/linux/netfilter/nfnetlink_queue.h).
 
 A packet queued by the kernel waits for a verdict; with the queue rule's ``bypass`` flag it
 passes unchanged while nobody is bound, and with ``fail-open`` it passes when the queue is full.
-Only the first bytes of each packet are copied (``COPY_RANGE``): enough for the IP and
-transport headers this needs.
+Whole packets are copied (``COPY_RANGE``): the head says what is asked for, and a held
+packet the kernel path will carry is sent again whole (proxy/hold/flow_resend.py). Only first
+packets are held, so the copy is rare.
 """
 
 from __future__ import annotations
@@ -44,10 +45,11 @@ NFQNL_CFG_CMD_BIND: Final = 1
 NFQNL_COPY_PACKET: Final = 2
 NFQA_CFG_F_FAIL_OPEN: Final = 0x01
 
+NF_DROP: Final = 0
 NF_ACCEPT: Final = 1
 
-COPY_RANGE: Final = 128
-"""Bytes of each packet copied to us: an IPv6 header (40) and a TCP header (20) fit."""
+COPY_RANGE: Final = 0xFFFF
+"""Bytes of each packet copied to us: the largest IP packet."""
 
 QUEUE_MAXLEN: Final = 4096
 
@@ -86,7 +88,8 @@ def bind_messages(queue: int, seq: int = 1) -> list[bytes]:
 
 
 def verdict_message(queue: int, packet_id: int, verdict: int = NF_ACCEPT) -> bytes:
-    """Let packet ``packet_id`` of ``queue`` go on (``verdict`` NF_ACCEPT)."""
+    """Let packet ``packet_id`` of ``queue`` go on (``verdict`` NF_ACCEPT) or drop it
+    (NF_DROP: it is sent again by other means)."""
     body = nfgen(socket.AF_UNSPEC, queue) + attr(
         NFQA_VERDICT_HDR, _VERDICT.pack(verdict, packet_id)
     )

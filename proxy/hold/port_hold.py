@@ -3,10 +3,15 @@
 ``PortHold(make_ready)`` installs the hold table in the current network namespace, binds
 its queue and, for each held first packet, awaits ``make_ready(destination)``: the caller
 checks its own side first, then asks the other side and makes the mirror if that side
-listens. Whatever it decides, the packet is then let go unchanged: if a mirror now listens
-it takes the packet, otherwise the kernel refuses it as it would have (RST or ICMP
-port-unreachable). Packets to the same port wait for one decision. A decision that takes
-longer than ``decide_timeout`` lets the packet go anyway, so nothing waits for long.
+listens. Then the packet is let go unchanged: if a mirror now listens it takes the packet,
+otherwise the kernel refuses it as it would have (RST or ICMP port-unreachable). Packets to
+the same port wait for one decision. A decision that takes longer than ``decide_timeout``
+lets the packet go anyway, so nothing waits for long.
+
+``make_ready`` may answer a ``Finish`` instead: the kernel path's NAT rules carry the port
+from now on. Then the held IPv4 packets are dropped from the queue and sent again through the
+rules (proxy/hold/flow_resend.py), so their flows are the kernel's, not the mirror's; then
+``Finish`` makes the mirror, and the other packets (``::1``) are let go to it.
 """
 
 from __future__ import annotations
@@ -23,10 +28,12 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Final
 
+from proxy.hold.flow_resend import FlowResender, can_resend
 from proxy.hold.hold_rules import HoldRulesError, install
 from proxy.hold.netlink_attrs import NLMSG_ERROR, walk_messages
 from proxy.hold.nfqueue_codec import (
     NETLINK_NETFILTER,
+    NF_DROP,
     bind_messages,
     is_packet,
     parse_packet,
@@ -36,7 +43,10 @@ from proxy.hold.packet_head import Destination, destination
 
 log = logging.getLogger(__name__)
 
-MakeReady = Callable[[Destination], Awaitable[None]]
+Finish = Callable[[], Awaitable[None]]
+"""What is left to do once the held packets were sent through the kernel path's rules."""
+MakeReady = Callable[[Destination], Awaitable[Finish | None]]
+"""Ready the port for a held packet: None to let the packets go now, or a ``Finish``."""
 
 DECIDE_TIMEOUT: Final = 3.0
 FIRST_QUEUE: Final = 0x4800
@@ -57,6 +67,7 @@ class HoldCounters:
     decisions: int = 0
     timeouts: int = 0
     failures: int = 0
+    resent: int = 0
     decide_seconds: list[float] = field(default_factory=list)
 
     def as_dict(self) -> dict[str, float]:
@@ -66,6 +77,7 @@ class HoldCounters:
             "decisions": self.decisions,
             "timeouts": self.timeouts,
             "failures": self.failures,
+            "resent": self.resent,
             "decide_ms_p50": round(recent[len(recent) // 2] * 1e3, 3) if recent else 0.0,
             "decide_ms_max": round(recent[-1] * 1e3, 3) if recent else 0.0,
         }
@@ -81,7 +93,8 @@ class PortHold:
         self.queue = -1
         self._queue_sock: socket.socket | None = None
         self._rules_sock: socket.socket | None = None
-        self._waiting: dict[DecisionKey, list[int]] = {}
+        self._waiting: dict[DecisionKey, list[tuple[int, bytes]]] = {}
+        self.resender = FlowResender()
         self._tasks: set[asyncio.Task[None]] = set()
         self._buffer = bytearray(256 * 1024)
 
@@ -99,6 +112,8 @@ class PortHold:
             queue_sock.close()
             raise
         self._queue_sock, self.queue = queue_sock, queue
+        if not self.resender.open():
+            log.info("%s", self.resender.problem)
         queue_sock.setblocking(False)
         asyncio.get_running_loop().add_reader(queue_sock.fileno(), self._on_readable)
 
@@ -116,6 +131,7 @@ class PortHold:
             for key in list(self._waiting):
                 self._release(key, sock)
             sock.close()
+        self.resender.close()
 
     def _on_readable(self) -> None:
         sock = self._queue_sock
@@ -147,18 +163,21 @@ class PortHold:
         key = target.key
         waiting = self._waiting.get(key)
         if waiting is not None:
-            waiting.append(packet_id)
+            waiting.append((packet_id, payload))
             return
-        self._waiting[key] = [packet_id]
+        self._waiting[key] = [(packet_id, payload)]
         task = asyncio.get_running_loop().create_task(self._decide(key, target))
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
 
     async def _decide(self, key: DecisionKey, target: Destination) -> None:
         started = time.perf_counter()
+        finish: Finish | None = None
         try:
             async with asyncio.timeout(self.decide_timeout):
-                await self.make_ready(target)
+                finish = await self.make_ready(target)
+                if finish is not None:
+                    await self._resend_then(key, finish)
         except TimeoutError:
             self.counters.timeouts += 1
             log.warning("no decision for %s port %d in %.1f s", *key, self.decide_timeout)
@@ -172,8 +191,26 @@ class PortHold:
             self._release(key, self._queue_sock)
 
     def _release(self, key: DecisionKey, sock: socket.socket) -> None:
-        for packet_id in self._waiting.pop(key, []):
+        for packet_id, _payload in self._waiting.pop(key, []):
             _send(sock, verdict_message(self.queue, packet_id))
+
+    async def _resend_then(self, key: DecisionKey, finish: Finish) -> None:
+        """Drop the held IPv4 packets from the queue and send them again through the NAT
+        rules, then ``finish``; the other packets (``::1``, which the rules do not carry)
+        stay held until then. Without a raw socket, ``finish`` first and all are let go."""
+        sock = self._queue_sock
+        if sock is not None and self.resender.available:
+            again: list[bytes] = []
+            kept: list[tuple[int, bytes]] = []
+            for packet_id, payload in self._waiting.get(key, []):
+                if can_resend(payload):
+                    _send(sock, verdict_message(self.queue, packet_id, NF_DROP))
+                    again.append(payload)
+                else:
+                    kept.append((packet_id, payload))
+            self._waiting[key] = kept
+            self.counters.resent += self.resender.resend(again)
+        await finish()
 
 
 def _send(sock: socket.socket, data: bytes) -> None:

@@ -5,11 +5,16 @@ namespace, leaves its own mirrors out (never mirror a mirror), tells its discove
 (so the listener is reported, and its removal later, through the usual path) and answers
 with the addresses that listen. The asking side then makes its mirrors before it lets the
 packet go.
+
+An answer may also say ``kernel``: the answering side has put the port in the kernel path's
+rules (proxy/nat) before answering, so the asking side sends the held packets again through
+those rules (``proxy/hold/flow_resend.py``) instead of letting them reach its new mirror.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable, Container
+from dataclasses import dataclass
 from typing import Any, Final
 
 from proxy.errors import HostnetError
@@ -41,11 +46,33 @@ def parse_probe(params: dict[str, Any]) -> tuple[Proto, int]:
     return proto, port
 
 
-def parse_answer(result: object) -> list[str]:
-    """The listening addresses in a probe's answer (only those a mirror may reach)."""
-    if not isinstance(result, list) or not all(isinstance(host, str) for host in result):
-        raise ProbeError(f"bad probe answer {result!r}", "answer a list of addresses")
-    return [host for host in result if host in MIRRORABLE_HOSTS]
+@dataclass(frozen=True, slots=True)
+class ProbeAnswer:
+    """Who listens on the probed port (only addresses a mirror may reach), and whether the
+    answering side's kernel rules now carry the port's IPv4 flows."""
+
+    hosts: list[str]
+    kernel: bool = False
+
+    def to_json(self) -> JsonValue:
+        return {"hosts": list(self.hosts), "kernel": self.kernel}
+
+
+def parse_answer(result: object) -> ProbeAnswer:
+    """A probe's answer: ``{"hosts": [...], "kernel": bool}``, or a bare list of hosts."""
+    kernel: object = False
+    if isinstance(result, dict):
+        kernel = result.get("kernel", False)
+        result = result.get("hosts")
+    if (
+        not isinstance(result, list)
+        or not all(isinstance(host, str) for host in result)
+        or not isinstance(kernel, bool)
+    ):
+        raise ProbeError(
+            f"bad probe answer {result!r}", 'answer {"hosts": [addresses], "kernel": bool}'
+        )
+    return ProbeAnswer([host for host in result if host in MIRRORABLE_HOSTS], kernel)
 
 
 def answer_probe(

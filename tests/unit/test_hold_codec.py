@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import socket
 import struct
 
@@ -18,7 +19,7 @@ from proxy.hold.nfqueue_codec import (
     verdict_message,
 )
 from proxy.hold.packet_head import destination
-from proxy.hold.probe import ProbeError, parse_answer, parse_probe
+from proxy.hold.probe import ProbeAnswer, ProbeError, parse_answer, parse_probe
 
 
 def ipv4(proto: int, dst: str, dport: int, ihl: int = 5) -> bytes:
@@ -105,6 +106,15 @@ def test_bad_probe_is_refused_with_what_was_wrong(params: dict[str, object]) -> 
 
 
 def test_probe_answer_keeps_only_mirrorable_addresses() -> None:
-    assert parse_answer(["0.0.0.0", "10.1.2.3", "::1"]) == ["0.0.0.0", "::1"]
-    with pytest.raises(ProbeError):
-        parse_answer({"hosts": []})
+    assert parse_answer(["0.0.0.0", "10.1.2.3", "::1"]) == ProbeAnswer(["0.0.0.0", "::1"])
+    answer = ProbeAnswer(["127.0.0.1"], kernel=True)
+    assert parse_answer(answer.to_json()) == answer
+    assert parse_answer({"hosts": []}) == ProbeAnswer([])
+
+
+@pytest.mark.parametrize(
+    "result", [None, "127.0.0.1", [1], {"hosts": "x"}, {"hosts": [], "kernel": "yes"}, {}]
+)
+def test_bad_probe_answer_is_refused_with_the_shape_expected(result: object) -> None:
+    with pytest.raises(ProbeError, match=re.escape('answer {"hosts"')):
+        parse_answer(result)

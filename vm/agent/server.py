@@ -10,7 +10,14 @@ import socket
 from proxy.accept_loop import AcceptLoop
 from proxy.counters import ForwardCounters
 from proxy.errors import HostnetError
-from proxy.hold.probe import HOLD_STATUS, PROBE, PROBE_TIMEOUT, parse_answer, probe_params
+from proxy.hold.probe import (
+    HOLD_STATUS,
+    PROBE,
+    PROBE_TIMEOUT,
+    ProbeAnswer,
+    parse_answer,
+    probe_params,
+)
 from proxy.listeners import Proto
 from proxy.mirror_set import LOOPBACK_BINDS
 from proxy.wire import (
@@ -206,7 +213,7 @@ class Agent:
             return Response(request.id, True, float(seconds))
         return Response(request.id, False, f"unknown method {request.method!r}")
 
-    async def _probe_host(self, proto: Proto, port: int) -> list[str] | None:
+    async def _probe_host(self, proto: Proto, port: int) -> ProbeAnswer | None:
         """Who listens on ``proto`` ``port`` on the host now, asked of the daemon (held packets)."""
         wire = self.control
         if wire is None:
@@ -216,7 +223,7 @@ class Agent:
         )
         if handed is not None:
             handed.close()
-        return parse_answer(response.result) if response.ok else []
+        return parse_answer(response.result) if response.ok else ProbeAnswer([])
 
     # -- streams the daemon opens (host -> VM) ---------------------------------------------
 
