@@ -6,6 +6,8 @@ import asyncio
 import contextlib
 import logging
 import socket
+from collections.abc import Sequence
+from pathlib import Path
 
 from proxy.accept_loop import AcceptLoop
 from proxy.counters import ForwardCounters
@@ -19,6 +21,7 @@ from proxy.wire import (
     ErrorCode,
     Listeners,
     Open,
+    OpenEngine,
     OpenOk,
     ProtocolError,
     Request,
@@ -28,6 +31,7 @@ from proxy.wire import (
 )
 from proxy.wire import Listener as WireListener
 from vm.agent.commands import CommandError, Commands
+from vm.agent.engine_socket import ENGINE_SOCKETS, connect_engine
 from vm.agent.requests import STREAM_REQUEST_TIMEOUT, PendingStreams
 from vm.peer.control_channel import serve_control
 from vm.peer.peer import Peer
@@ -46,11 +50,20 @@ class Agent:
     The mirroring itself is a Peer (vm/peer/peer.py), the same code the daemon runs; what
     is the agent's own is accepting connections (or multiplexed streams), serving streams
     the daemon opens, asking the daemon for host ports, and running commands.
+
+    ``engine_sockets`` are the only unix sockets an ``OpenEngine`` stream reaches: the VM's
+    own container engine (vm/agent/engine_socket.py), never a path the daemon names.
     """
 
-    def __init__(self, address: TransportAddress, secret: bytes) -> None:
+    def __init__(
+        self,
+        address: TransportAddress,
+        secret: bytes,
+        engine_sockets: Sequence[Path] = ENGINE_SOCKETS,
+    ) -> None:
         self.address = address
         self.secret = secret
+        self.engine_sockets = tuple(engine_sockets)
         self.control: WireSocket | None = None
         self.pending = PendingStreams()
         self.requests = RequestTracker()
@@ -124,6 +137,8 @@ class Agent:
             await self._serve_open(wire, event)
         elif isinstance(event, Attach):
             await self._serve_attach(wire, event)
+        elif isinstance(event, OpenEngine):
+            await self._serve_engine(wire)
         else:
             wire.close()
 
@@ -226,6 +241,19 @@ class Agent:
         except TargetError as exc:
             await self._refuse(wire, exc.code, str(exc))
             return
+        await self._serve_target(wire, request.proto, target)
+
+    async def _serve_engine(self, wire: WireSocket) -> None:
+        """An OpenEngine stream: the VM's own engine API socket, and nothing else."""
+        try:
+            target = await connect_engine(self.engine_sockets)
+        except TargetError as exc:
+            await self._refuse(wire, exc.code, str(exc))
+            return
+        await self._serve_target(wire, "tcp", target)
+
+    async def _serve_target(self, wire: WireSocket, proto: Proto, target: socket.socket) -> None:
+        """Answer the opened stream with ``target``: handed over, or relayed to it."""
         if self.address.passes_fds:
             with contextlib.suppress(OSError):
                 await wire.send(OpenOk(), (target.fileno(),))
@@ -233,7 +261,7 @@ class Agent:
             wire.close()
             return
         await wire.send(OpenOk())
-        await relay_stream(request.proto, wire.sock, target, self.stream_counters)
+        await relay_stream(proto, wire.sock, target, self.stream_counters)
 
     async def _refuse(self, wire: WireSocket, code: ErrorCode, message: str) -> None:
         with contextlib.suppress(ProtocolError, OSError):
