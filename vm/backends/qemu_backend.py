@@ -49,7 +49,7 @@ from typing import Any
 from proxy.wire import load_or_create_secret
 from vm.backends.errors import VMError
 from vm.backends.guest_agent_launch import guest_agent_launch
-from vm.backends.protocol import GuestEngineLink, SharedKernelLink
+from vm.backends.protocol import GuestEngineLink, SharedKernelLink, VmEngineLink
 from vm.backends.qemu import QemuConfig, QemuError, QemuExit, QemuVM
 from vm.backends.qemu_engine import (
     DISK_NAME,
@@ -233,3 +233,6 @@ class QemuBackend:
         if self.engine_missing or not self.vm.running:
             return None
         return GuestEngineLink(str(self.engine_socket), self.engine_logs / "dockerd.log")
+
+    def vm_engine_link(self) -> VmEngineLink | None:
+        return None
