@@ -617,7 +617,9 @@ class Daemon:
                 }
             )
         entries = [self._with_path(entry) for entry in entries]
-        return self.port_owners.annotate(entries, self.backend, self.engine.docker_host())
+        return self.port_owners.annotate(
+            entries, self.backend, self.engine.docker_host(), self.forwarding.link.request
+        )
 
     def _with_path(self, entry: dict[str, Any]) -> dict[str, Any]:
         """A port row with ``path`` (kernel or proxy) and, if the kernel carries it, the

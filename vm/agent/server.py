@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import os
 import socket
 from collections.abc import Sequence
 from pathlib import Path
@@ -33,6 +34,7 @@ from proxy.wire import Listener as WireListener
 from vm.agent.commands import CommandError, Commands
 from vm.agent.engine_socket import ENGINE_SOCKETS, connect_engine
 from vm.agent.requests import STREAM_REQUEST_TIMEOUT, PendingStreams
+from vm.engine.listener_owners import PORT_OWNERS, owners_to_json, port_owners
 from vm.peer.control_channel import serve_control
 from vm.peer.peer import Peer
 from vm.transport.address import TransportAddress
@@ -211,6 +213,9 @@ class Agent:
                 return Response(request.id, False, str(exc))
         if request.method == HOLD_STATUS:
             return Response(request.id, True, self.peer.hold.status())
+        if request.method == PORT_OWNERS:  # who holds this VM's listeners (for hostnet ports)
+            owners = await asyncio.to_thread(port_owners, "self", (os.getpid(),))
+            return Response(request.id, True, owners_to_json(owners))
         if request.method == "listeners":
             return Response(request.id, True, [str(item) for item in sorted(self.watcher.current)])
         if request.method == "udp_idle_timeout":
