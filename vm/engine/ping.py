@@ -60,3 +60,8 @@ async def engine_info(sock: socket.socket) -> dict[str, Any]:
     if not isinstance(info, dict):
         raise EngineAnswerError("the engine's /info is not a JSON object")
     return info
+
+
+def engine_answers_sync(socket_path: Path) -> bool:
+    """``engine_answers`` for callers without an event loop."""
+    return asyncio.run(engine_answers(socket_path))

@@ -20,6 +20,7 @@ import socket
 from collections.abc import Callable
 from dataclasses import dataclass, replace
 
+from proxy.errors import HostnetError
 from proxy.wire import ErrorCode, ProtocolError
 from vm.backends.protocol import VmEngineLink
 from vm.engine.api_relay import ApiSocketRelay
@@ -33,6 +34,15 @@ log = logging.getLogger(__name__)
 POLL = 2.0
 OWN = "the VM's own engine: hostnet neither starts nor stops it"
 OLD_AGENT = (ErrorCode.UNKNOWN_TYPE, ErrorCode.WRONG_STATE, ErrorCode.BAD_MESSAGE)
+
+
+class VmEngineUnreachable(HostnetError, ConnectionError):
+    """The agent did not connect a stream to its VM's engine; ``code`` says how it refused
+    (NOT_LISTENING: the VM runs no engine)."""
+
+    def __init__(self, code: ErrorCode, problem: str, fix: str = "") -> None:
+        HostnetError.__init__(self, problem, fix)
+        self.code = code
 
 
 @dataclass(frozen=True)
@@ -83,20 +93,23 @@ class VmOwnEngine:
         self._set(replace(self.status, state=EngineState.OFF, detail="", storage_driver=""))
 
     async def open_api(self) -> socket.socket:
-        """A stream to the VM's engine API, through its agent (ConnectionError says why)."""
+        """A stream to the VM's engine API, through its agent (VmEngineUnreachable or
+        another ConnectionError says why)."""
         link = self.target.link
         try:
             return await open_engine_stream(link.address, link.secret)
         except StreamRefused as exc:
             if exc.code in OLD_AGENT:
-                raise StreamRefused(
+                raise VmEngineUnreachable(
                     exc.code,
-                    "the VM's agent cannot reach its engine (it predates OpenEngine): "
+                    "the VM's agent cannot reach its engine (it predates OpenEngine streams)",
                     "update the agent in the VM",
                 ) from None
-            raise
+            raise VmEngineUnreachable(exc.code, exc.reason) from None
         except ProtocolError as exc:
-            raise ConnectionError(f"the VM's agent refused the stream: {exc.message}") from None
+            raise VmEngineUnreachable(
+                exc.code, f"the VM's agent refused the stream: {exc.message}"
+            ) from None
 
     async def _watch(self) -> None:
         while True:
@@ -106,10 +119,9 @@ class VmOwnEngine:
     async def _look(self) -> EngineStatus:
         try:
             info = await engine_info(await self.open_api())
-        except StreamRefused as exc:
-            if exc.code is ErrorCode.NOT_LISTENING:
-                return self._status(EngineState.NONE, exc.reason)
-            return self._status(EngineState.UNAVAILABLE, str(exc))
+        except VmEngineUnreachable as exc:
+            state = EngineState.NONE if exc.code is ErrorCode.NOT_LISTENING else None
+            return self._status(state or EngineState.UNAVAILABLE, str(exc))
         except (OSError, TimeoutError) as exc:
             return self._status(
                 EngineState.UNAVAILABLE,
