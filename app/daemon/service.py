@@ -169,6 +169,8 @@ class Daemon:
         folders = list(self.effective["FilesharingDirectories"] or [])
         if name == "qemu" and folders:  # the one backend with a file system of its own
             options["shared_folders"] = folders
+        if name == "qemu":  # its engine needs a disk and a port given at boot
+            options["engine"] = bool(self.effective["ContainerEngineEnabled"])
         return name, options
 
     async def _start_vm(self) -> None:
@@ -379,6 +381,11 @@ class Daemon:
             await self._apply_live(changed)
         await self._decide()
         if "ContainerEngineEnabled" in changed:
+            if (
+                self.effective["ContainerEngineEnabled"]
+                and self._vm_config() != self._backend_config
+            ):
+                self.restart_pending = True  # a QEMU VM gets the engine's disk at its next boot
             await self._apply_engine()
         self.events.publish("settings", effective.to_json())
 

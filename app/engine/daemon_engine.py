@@ -21,6 +21,7 @@ from app.paths import Paths
 from app.signin.state import stored_session
 from vm.backends.netns_backend import NetnsBackend
 from vm.backends.protocol import Backend
+from vm.backends.qemu_backend import QemuBackend
 from vm.engine.guest_supervisor import GuestEngineTarget
 from vm.engine.layout import EngineLayout, EngineLayoutError
 from vm.engine.state import EngineState, EngineStatus
@@ -57,6 +58,11 @@ def engine_target(backend: Backend | None) -> Target | str:
         )
     if backend.name == "attach":
         return "the attached VM is not up"
+    if isinstance(backend, QemuBackend) and not backend.engine_wanted:
+        return (
+            "the qemu VM was booted with the engine off: restart it to give it the engine's "
+            "disk (the app's Apply & restart, or restart the daemon)"
+        )
     return (
         f"the {backend.name} VM runs no engine: it needs the VM up and dockerd, containerd, "
         "runc and mkfs.ext4 on this host (Debian's docker.io and e2fsprogs)"

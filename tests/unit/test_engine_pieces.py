@@ -183,8 +183,10 @@ def test_backends_without_a_shared_kernel_say_why_the_engine_cannot_run(tmp_path
 
     assert engine_target(None) == "the VM is not up"
     assert engine_target(make_backend("netns", {}, tmp_path / "netns")) == "the VM is not up"
-    qemu = engine_target(make_backend("qemu", {}, tmp_path / "qemu"))
+    qemu = engine_target(make_backend("qemu", {"engine": True}, tmp_path / "qemu"))
     assert isinstance(qemu, str) and qemu.startswith("the qemu VM runs no engine: it needs")
+    off = engine_target(make_backend("qemu", {}, tmp_path / "qemu"))
+    assert isinstance(off, str) and off.startswith("the qemu VM was booted with the engine off")
     secret = tmp_path / "secret"
     secret.write_bytes(b"x" * 32)
     secret.chmod(0o600)
