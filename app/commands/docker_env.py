@@ -41,6 +41,12 @@ def run(args: argparse.Namespace) -> int:
     except ControlError as exc:
         print(f"hostnet docker-env: {exc}", file=sys.stderr)
         return 1
+    if engine and engine["state"] == "none":
+        print(
+            f"hostnet docker-env: the attached VM runs no Docker Engine ({engine['detail']})",
+            file=sys.stderr,
+        )
+        return 1
     if not engine or engine["state"] in ("off", "unavailable"):
         detail = engine["detail"] if engine else ""
         print(

@@ -171,6 +171,8 @@ class Daemon:
         folders = list(self.effective["FilesharingDirectories"] or [])
         if name == "qemu" and folders:  # the one backend with a file system of its own
             options["shared_folders"] = folders
+        if name == "qemu":  # its engine needs a disk and a port given at boot
+            options["engine"] = bool(self.effective["ContainerEngineEnabled"])
         return name, options
 
     async def _start_vm(self) -> None:
@@ -401,6 +403,11 @@ class Daemon:
             await self._apply_live(changed)
         await self._decide()
         if "ContainerEngineEnabled" in changed:
+            if (
+                self.effective["ContainerEngineEnabled"]
+                and self._vm_config() != self._backend_config
+            ):
+                self.restart_pending = True  # a QEMU VM gets the engine's disk at its next boot
             await self._apply_engine()
         self.events.publish("settings", effective.to_json())
 
@@ -639,7 +646,9 @@ class Daemon:
                 }
             )
         entries = [self._with_path(entry) for entry in entries]
-        return self.port_owners.annotate(entries, self.backend, self.engine.docker_host())
+        return self.port_owners.annotate(
+            entries, self.backend, self.engine.docker_host(), self.forwarding.link.request
+        )
 
     def _with_path(self, entry: dict[str, Any]) -> dict[str, Any]:
         """A port row with ``path`` (kernel or proxy) and, if the kernel carries it, the

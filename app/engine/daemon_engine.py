@@ -1,5 +1,7 @@
 """The daemon's part of the engine: start it when the setting and the VM allow, stop it
-otherwise, keep the docker context current, and say what it is doing.
+otherwise, keep the docker context current, and say what it is doing. On the attach
+backend the engine is the VM's own (vm/engine/vm_own_engine.py): the daemon relays the
+host's docker.sock to it, and neither starts nor stops it.
 
 Forwarding and the engine are independent: turning host networking off stops forwarding
 only, and the containers keep running.
@@ -19,17 +21,22 @@ from app.paths import Paths
 from app.signin.state import stored_session
 from vm.backends.netns_backend import NetnsBackend
 from vm.backends.protocol import Backend
+from vm.backends.qemu_backend import QemuBackend
 from vm.engine.guest_supervisor import GuestEngineTarget
 from vm.engine.layout import EngineLayout, EngineLayoutError
 from vm.engine.state import EngineState, EngineStatus
 from vm.engine.supervisor import EngineSupervisor, EngineTarget
+from vm.engine.vm_own_engine import VmOwnEngine, VmOwnEngineTarget
 
 log = logging.getLogger(__name__)
 
 REQUIRED_PROGRAMS = ("dockerd", "containerd", "runc", "nsenter", "nft")
 
 
-def engine_target(backend: Backend | None) -> EngineTarget | GuestEngineTarget | str:
+Target = EngineTarget | GuestEngineTarget | VmOwnEngineTarget
+
+
+def engine_target(backend: Backend | None) -> Target | str:
     """Where the engine of ``backend``'s VM runs, or why it cannot (with the fix)."""
     if backend is None:
         return "the VM is not up"
@@ -39,6 +46,9 @@ def engine_target(backend: Backend | None) -> EngineTarget | GuestEngineTarget |
     guest = backend.guest_engine_link()
     if guest is not None:
         return GuestEngineTarget(guest)
+    own = backend.vm_engine_link()
+    if own is not None:
+        return VmOwnEngineTarget(own)
     if isinstance(backend, NetnsBackend):
         if backend.vm.read_state() is None:
             return "the VM is not up"
@@ -47,7 +57,12 @@ def engine_target(backend: Backend | None) -> EngineTarget | GuestEngineTarget |
             "(a rootless namespace cannot run dockerd): start the daemon as root"
         )
     if backend.name == "attach":
-        return "on the attach backend, use the engine the VM itself runs, if any"
+        return "the attached VM is not up"
+    if isinstance(backend, QemuBackend) and not backend.engine_wanted:
+        return (
+            "the qemu VM was booted with the engine off: restart it to give it the engine's "
+            "disk (the app's Apply & restart, or restart the daemon)"
+        )
     return (
         f"the {backend.name} VM runs no engine: it needs the VM up and dockerd, containerd, "
         "runc and mkfs.ext4 on this host (Debian's docker.io and e2fsprogs)"
@@ -64,7 +79,7 @@ class DaemonEngine:
         self.docker_config = DockerConfig.for_user(paths)
         self.on_change = on_change
         self.status = EngineStatus(EngineState.OFF, docker_host=self.layout.docker_host)
-        self._supervisor: EngineSupervisor | None = None
+        self._supervisor: EngineSupervisor | VmOwnEngine | None = None
         self._lock = asyncio.Lock()
 
     async def apply(self, enabled: bool, backend: Backend | None) -> None:
@@ -76,7 +91,8 @@ class DaemonEngine:
             await self._stop()
             if not enabled:
                 return self._set(EngineStatus(EngineState.OFF, docker_host=self.layout.docker_host))
-            missing = missing_programs()
+            # The VM's own engine needs nothing on this host: hostnet only relays to it.
+            missing = [] if isinstance(target, VmOwnEngineTarget) else missing_programs()
             if missing:
                 target = (
                     f"{', '.join(missing)} not found: install Debian's docker.io, "

@@ -13,16 +13,24 @@ import contextlib
 import logging
 import os
 import time
-from collections.abc import Iterable
+from collections.abc import Awaitable, Callable, Iterable
 from typing import Any
 
 import docker
 import docker.errors
 import requests.exceptions
 
+from proxy.errors import HostnetError
+from proxy.wire import Response
 from vm.backends.netns_backend import NetnsBackend
 from vm.backends.protocol import Backend
-from vm.engine.listener_owners import ProcessOwner, port_owners
+from vm.engine.listener_owners import (
+    PORT_OWNERS,
+    PortKey,
+    ProcessOwner,
+    owners_from_json,
+    port_owners,
+)
 
 log = logging.getLogger(__name__)
 
@@ -31,6 +39,8 @@ DOCKER_TIMEOUT = 5
 
 Key = tuple[str, str, int]  # (direction, proto, port)
 Container = tuple[str, str]  # (name, image)
+AskAgent = Callable[[str], Awaitable[Response]]
+"""The agent link's ``request``: the VM's owners where the daemon cannot see its /proc."""
 
 
 def vm_netns_pid(backend: Backend | None) -> int | None:
@@ -85,17 +95,33 @@ def engine_containers(docker_host: str) -> tuple[dict[str, Container], dict[str,
     return by_id, by_ip
 
 
+async def vm_port_owners(ask: AskAgent) -> dict[PortKey, ProcessOwner] | None:
+    """The owners of the VM's listeners as its agent reads them, or None if it cannot."""
+    try:
+        response = await ask(PORT_OWNERS)
+    except (HostnetError, OSError, TimeoutError) as exc:
+        log.debug("port owners: the agent did not say: %s", exc)
+        return None
+    return owners_from_json(response.result) if response.ok else None
+
+
 def find_owners(
-    keys: Iterable[Key], vm_pid: int | None, docker_host: str | None
+    keys: Iterable[Key],
+    vm_pid: int | None,
+    docker_host: str | None,
+    vm_owners: dict[PortKey, ProcessOwner] | None = None,
 ) -> dict[Key, dict[str, Any]]:
-    """Owners of ``keys``: VM ports from the VM's namespace, host ports from the daemon's;
-    hostnet's own mirrors (the agent's and the daemon's sockets) are left out."""
+    """Owners of ``keys``: VM ports from the VM's namespace (or, where the daemon cannot
+    see it, ``vm_owners`` from the agent), host ports from the daemon's; hostnet's own
+    mirrors (the agent's and the daemon's sockets) are left out."""
     keys = set(keys)
     sides: dict[str, dict[tuple[str, int], ProcessOwner]] = {
         "host-to-vm": port_owners("self", ignore_pids={os.getpid()})
     }
     if vm_pid is not None:
         sides["vm-to-host"] = port_owners(vm_pid, ignore_pids={vm_pid})
+    elif vm_owners is not None:
+        sides["vm-to-host"] = vm_owners
     found = {
         key: owner
         for key in keys
@@ -116,25 +142,47 @@ class PortOwners:
         self._task: asyncio.Future[dict[Key, dict[str, Any]]] | None = None
 
     def annotate(
-        self, entries: list[dict[str, Any]], backend: Backend | None, docker_host: str | None
+        self,
+        entries: list[dict[str, Any]],
+        backend: Backend | None,
+        docker_host: str | None,
+        ask_agent: AskAgent | None = None,
     ) -> list[dict[str, Any]]:
-        """Add ``owner`` (or None) to each port entry; refresh in the background if due."""
+        """Add ``owner`` (or None) to each port entry; refresh in the background if due.
+        ``ask_agent`` reaches the VM's agent, for VMs whose /proc the daemon cannot read."""
         keys = frozenset((e["direction"], e["proto"], e["port"]) for e in entries)
         stale = time.monotonic() - self._refreshed > REFRESH_SECONDS
         if (keys != self._keys or stale) and self._task is None and keys:
-            self._start_refresh(keys, vm_netns_pid(backend), docker_host)
+            self._start_refresh(keys, vm_netns_pid(backend), docker_host, ask_agent)
         for entry in entries:
             entry["owner"] = self._owners.get((entry["direction"], entry["proto"], entry["port"]))
         return entries
 
     def _start_refresh(
-        self, keys: frozenset[Key], vm_pid: int | None, docker_host: str | None
+        self,
+        keys: frozenset[Key],
+        vm_pid: int | None,
+        docker_host: str | None,
+        ask_agent: AskAgent | None,
     ) -> None:
         with contextlib.suppress(RuntimeError):  # no running loop: a caller outside the daemon
             loop = asyncio.get_running_loop()
             self._keys = keys
-            self._task = loop.run_in_executor(None, find_owners, keys, vm_pid, docker_host)
+            self._task = loop.create_task(self._refresh(keys, vm_pid, docker_host, ask_agent))
             self._task.add_done_callback(self._refresh_done)
+
+    async def _refresh(
+        self,
+        keys: frozenset[Key],
+        vm_pid: int | None,
+        docker_host: str | None,
+        ask_agent: AskAgent | None,
+    ) -> dict[Key, dict[str, Any]]:
+        vm_owners = None
+        if vm_pid is None and ask_agent is not None:
+            vm_owners = await vm_port_owners(ask_agent)
+        loop = asyncio.get_running_loop()
+        return await loop.run_in_executor(None, find_owners, keys, vm_pid, docker_host, vm_owners)
 
     def _refresh_done(self, task: asyncio.Future[dict[Key, dict[str, Any]]]) -> None:
         self._task = None

@@ -5,10 +5,23 @@ from __future__ import annotations
 from typing import Any
 
 
+def state_text(engine: dict[str, Any]) -> str:
+    """``running (overlay2)``; ``running (the VM's own, overlay2)`` for an attached VM's
+    engine; ``none in the VM`` when the attached VM runs none."""
+    state = str(engine["state"])
+    own = engine.get("owner") == "vm"
+    if state == "none":
+        return "none in the VM"
+    if state != "running":
+        return state
+    driver = engine.get("storage_driver") or ""
+    inside = ", ".join(part for part in ("the VM's own" if own else "", driver) if part)
+    return f"running ({inside})" if inside else "running"
+
+
 def engine_lines(engine: dict[str, Any]) -> list[str]:
     state = engine["state"]
-    driver = f" ({engine['storage_driver']})" if state == "running" else ""
-    lines = [f"  engine: {state}{driver} {engine['detail']}".rstrip()]
+    lines = [f"  engine: {state_text(engine)} {engine['detail']}".rstrip()]
     if state == "off":
         lines.append("    turn it on: hostnet settings set ContainerEngineEnabled true")
         return lines
@@ -36,5 +49,5 @@ def engine_summary(engine: dict[str, Any] | None) -> str:
     if not engine:
         return "—"
     if engine["state"] == "running":
-        return f"running ({engine['storage_driver']}): docker context use {engine['context']}"
-    return f"{engine['state']} {engine['detail']}".strip()
+        return f"{state_text(engine)}: docker context use {engine['context']}"
+    return f"{state_text(engine)} {engine['detail']}".strip()

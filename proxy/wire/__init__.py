@@ -5,7 +5,8 @@ Every connection, over any transport (unix socket, TCP, vsock, a mux stream):
 1. both sides send Hello(version, role, purpose, nonce) at once;
 2. each sends Auth(HMAC-SHA256(secret, transcript)) and, once it verified the peer's, AuthOk;
 3. then a *control* conversation (Listeners, StreamRequest, StreamFailed, Request, Response),
-   or a *stream*: one Open or Attach answered by OpenOk (then raw bytes, splice-able) or Error.
+   or a *stream*: one Open, Attach or OpenEngine answered by OpenOk (then raw bytes,
+   splice-able) or Error.
 
 Frames are `type (1) | length (4, big-endian) | payload` with per-state size limits
 (see `limits`). Decoding only ever raises ProtocolError; see `Connection` for the loop.
@@ -37,6 +38,7 @@ from proxy.wire.messages import (
     Listeners,
     Message,
     Open,
+    OpenEngine,
     OpenOk,
     Purpose,
     Request,
@@ -66,6 +68,7 @@ __all__ = [
     "Message",
     "MessageType",
     "Open",
+    "OpenEngine",
     "OpenOk",
     "Proto",
     "ProtocolError",

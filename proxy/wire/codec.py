@@ -37,6 +37,7 @@ from proxy.wire.messages import (
     Listeners,
     Message,
     Open,
+    OpenEngine,
     OpenOk,
     Purpose,
     Request,
@@ -64,6 +65,7 @@ class MessageType(enum.IntEnum):
     OPEN = 0x20
     ATTACH = 0x21
     OPEN_OK = 0x22
+    OPEN_ENGINE = 0x23
 
 
 MESSAGE_TYPES: dict[type[Message], MessageType] = {
@@ -79,6 +81,7 @@ MESSAGE_TYPES: dict[type[Message], MessageType] = {
     Open: MessageType.OPEN,
     Attach: MessageType.ATTACH,
     OpenOk: MessageType.OPEN_OK,
+    OpenEngine: MessageType.OPEN_ENGINE,
 }
 
 
@@ -217,7 +220,7 @@ def encode_payload(message: Message) -> bytes:
             w.raw(message.nonce)
         case Auth():
             w.raw(message.mac)
-        case AuthOk() | OpenOk():
+        case AuthOk() | OpenOk() | OpenEngine():
             pass
         case Error():
             w.u16(message.code)
@@ -334,6 +337,7 @@ _DECODERS: dict[MessageType, Callable[[_Reader], Message]] = {
     MessageType.OPEN: lambda r: Open(*_decode_endpoint(r)),
     MessageType.ATTACH: lambda r: Attach(r.u32("stream id")),
     MessageType.OPEN_OK: lambda r: OpenOk(),
+    MessageType.OPEN_ENGINE: lambda r: OpenEngine(),
 }
 
 

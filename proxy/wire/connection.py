@@ -2,8 +2,8 @@
 
 HELLO --peer Hello--> AUTH --peer Auth verified, peer AuthOk--> READY
 control: READY stays READY (Listeners, StreamRequest, StreamFailed, Request, Response)
-stream:  READY --send Open/Attach--> OPENING --recv OpenOk--> RAW
-         READY --recv Open/Attach--> ACCEPTING --send OpenOk--> RAW
+stream:  READY --send Open/Attach/OpenEngine--> OPENING --recv OpenOk--> RAW
+         READY --recv Open/Attach/OpenEngine--> ACCEPTING --send OpenOk--> RAW
 an Error sent or received after the handshake --> CLOSED; end of input --> CLOSED
 any protocol violation --> ERROR (for good)
 """
@@ -45,6 +45,7 @@ from proxy.wire.messages import (
     Listeners,
     Message,
     Open,
+    OpenEngine,
     OpenOk,
     Purpose,
     Request,
@@ -99,11 +100,13 @@ Event: TypeAlias = (
     | Response
     | Open
     | Attach
+    | OpenEngine
     | OpenOk
     | Error
 )
 
 _CONTROL_MESSAGES = (Listeners, StreamRequest, StreamFailed, Request, Response)
+_STREAM_OPENERS = (Open, Attach, OpenEngine)
 
 
 def _local(code: ErrorCode, message: str) -> NoReturn:
@@ -190,7 +193,7 @@ class Connection:
             if not isinstance(message, _CONTROL_MESSAGES):
                 self._wrong_send(message)
             next_state = State.READY
-        elif state is State.READY and isinstance(message, Open | Attach):
+        elif state is State.READY and isinstance(message, _STREAM_OPENERS):
             next_state = State.OPENING
         elif state is State.ACCEPTING and isinstance(message, OpenOk):
             next_state = State.RAW
@@ -354,7 +357,7 @@ class Connection:
         if state is State.READY and self.purpose == "control":
             if isinstance(message, _CONTROL_MESSAGES):
                 return message
-        elif state is State.READY and isinstance(message, Open | Attach):
+        elif state is State.READY and isinstance(message, _STREAM_OPENERS):
             self.state = State.ACCEPTING
             return message
         elif state is State.OPENING and isinstance(message, OpenOk):

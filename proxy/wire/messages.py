@@ -208,6 +208,15 @@ class Open:
 
 
 @dataclass(frozen=True, slots=True)
+class OpenEngine:
+    """Stream connection: connect this stream to the container engine's API socket in the VM.
+
+    It names no path: the agent alone knows where its VM's engine listens (the usual
+    docker.sock paths, or what the VM's owner gave it), so a stream is never a way to an
+    arbitrary unix socket there."""
+
+
+@dataclass(frozen=True, slots=True)
 class OpenOk:
     """Stream connection: the Open or Attach succeeded; from now on both sides send raw bytes."""
 
@@ -315,6 +324,7 @@ Message: TypeAlias = (
     | AuthOk
     | Listeners
     | Open
+    | OpenEngine
     | OpenOk
     | StreamRequest
     | StreamFailed

@@ -174,3 +174,47 @@ def test_a_frozen_builds_guest_runs_the_helper_from_the_agents_zipapp(tmp_path: 
     done = subprocess.run([*argv, "--help"], capture_output=True, text=True, timeout=60)
     assert done.returncode == 0, done.stderr
     assert "--dockerd-log" in done.stdout
+
+
+def test_the_engine_disk_and_port_are_given_to_the_guest_only_with_the_engine_on(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """ContainerEngineEnabled off: no data disk is made or attached, no engine port, no guest
+    helper, even on a host with dockerd and mkfs.ext4; on: all three (no boot needed)."""
+    from app.engine.daemon_engine import engine_target
+    from vm.backends import qemu_backend
+    from vm.backends.qemu import QemuVM
+    from vm.backends.registry import make_backend
+
+    monkeypatch.setattr(qemu_backend, "engine_programs_missing", list)  # a host that has them
+    made: list[Path] = []
+    monkeypatch.setattr(qemu_backend, "ensure_engine_disk", made.append)
+
+    started: set[int] = set()  # QemuVMs "booted" here: their start is a stand-in
+
+    async def start(vm: QemuVM) -> None:
+        started.add(id(vm))
+
+    monkeypatch.setattr(QemuVM, "start", start)
+    monkeypatch.setattr(QemuVM, "running", property(lambda vm: id(vm) in started))
+
+    def booted(options: dict[str, object]) -> qemu_backend.QemuBackend:
+        backend = make_backend("qemu", options, tmp_path / "vm")
+        assert isinstance(backend, qemu_backend.QemuBackend)
+        asyncio.run(backend.up())
+        assert backend.vm.running
+        return backend
+
+    off = booted({"transport": "virtio"})
+    args = " ".join(off.vm.config.extra_args) + " ".join(off.vm.config.command)
+    assert "enginedisk" not in args and ENGINE_PORT_NAME not in args
+    assert "vm.engine.guest_engine" not in args
+    assert made == [] and off.guest_engine_link() is None
+    reason = engine_target(off)
+    assert isinstance(reason, str) and "booted with the engine off" in reason
+
+    on = booted({"transport": "virtio", "engine": True})
+    args = " ".join(on.vm.config.extra_args) + " ".join(on.vm.config.command)
+    assert "enginedisk" in args and ENGINE_PORT_NAME in args
+    assert "vm.engine.guest_engine" in args
+    assert made == [on.engine_disk] and on.guest_engine_link() is not None

@@ -3,6 +3,7 @@ storage fallback, the docker config it writes, registry names, listener owners f
 
 from __future__ import annotations
 
+import asyncio
 import json
 import os
 import socket
@@ -25,6 +26,7 @@ from vm.engine.dockerd_command import DockerdOptions, dockerd_command, storage_d
 from vm.engine.layout import EngineLayout, EngineLayoutError
 from vm.engine.listener_owners import port_owners
 from vm.engine.mounts import mounts_under
+from vm.engine.vm_own_engine import VmOwnEngineTarget
 
 
 def query(name: str, qtype: int = TYPE_A, ident: int = 0x1234) -> bytes:
@@ -181,11 +183,34 @@ def test_backends_without_a_shared_kernel_say_why_the_engine_cannot_run(tmp_path
 
     assert engine_target(None) == "the VM is not up"
     assert engine_target(make_backend("netns", {}, tmp_path / "netns")) == "the VM is not up"
-    qemu = engine_target(make_backend("qemu", {}, tmp_path / "qemu"))
+    qemu = engine_target(make_backend("qemu", {"engine": True}, tmp_path / "qemu"))
     assert isinstance(qemu, str) and qemu.startswith("the qemu VM runs no engine: it needs")
+    off = engine_target(make_backend("qemu", {}, tmp_path / "qemu"))
+    assert isinstance(off, str) and off.startswith("the qemu VM was booted with the engine off")
     secret = tmp_path / "secret"
     secret.write_bytes(b"x" * 32)
+    secret.chmod(0o600)
     attach = make_backend(
         "attach", {"transport": "tcp:127.0.0.1:1", "secret_file": str(secret)}, tmp_path / "a"
     )
-    assert "attach backend" in str(engine_target(attach))
+    assert engine_target(attach) == "the attached VM is not up"
+    asyncio.run(attach.up())  # reads the secret: the VM's own engine is reached through it
+    own = engine_target(attach)
+    assert isinstance(own, VmOwnEngineTarget)
+    assert own.link.address == attach.address and own.link.secret == b"x" * 32
+
+
+def test_the_status_says_whose_engine_runs_and_when_the_vm_has_none() -> None:
+    from app.engine.status_text import engine_lines, engine_summary
+
+    own = {"state": "running", "storage_driver": "overlay2", "context": "hostnet", "owner": "vm"}
+    assert engine_summary(own) == "running (the VM's own, overlay2): docker context use hostnet"
+    none = {
+        "state": "none",
+        "detail": "no Docker Engine in this VM: nothing answers at /var/run/docker.sock",
+        "owner": "vm",
+        "context": "hostnet",
+        "docker_config": "/x",
+        "docker_host": "unix:///x/docker.sock",
+    }
+    assert engine_lines(none)[0].startswith("  engine: none in the VM no Docker Engine in this VM")

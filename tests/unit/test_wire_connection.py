@@ -18,6 +18,7 @@ from proxy.wire import (
     Listener,
     Listeners,
     Open,
+    OpenEngine,
     OpenOk,
     ProtocolError,
     Purpose,
@@ -126,8 +127,10 @@ def test_control_error_closes_and_end_of_input_is_reported() -> None:
     assert agent.state is State.CLOSED
 
 
-@pytest.mark.parametrize("opener", [Open("tcp", "::1", 8080), Attach(17)])
-def test_stream_open_switches_to_raw_and_keeps_trailing_bytes(opener: Open | Attach) -> None:
+@pytest.mark.parametrize("opener", [Open("tcp", "::1", 8080), Attach(17), OpenEngine()])
+def test_stream_open_switches_to_raw_and_keeps_trailing_bytes(
+    opener: Open | Attach | OpenEngine,
+) -> None:
     daemon, agent = connected_pair("stream")
     agent.receive_data(daemon.send(opener))
     assert daemon.state is State.OPENING

@@ -8,10 +8,12 @@ import logging
 import signal
 import sys
 from collections.abc import Sequence
+from pathlib import Path
 
 from proxy.addresses import AddressError
 from proxy.event_loop import raise_fd_limit, run
 from proxy.wire import SecretFileError, load_secret
+from vm.agent.engine_socket import ENGINE_SOCKETS
 from vm.agent.server import Agent
 from vm.transport.address import parse_transport
 
@@ -30,6 +32,14 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="the per-VM secret shared with the daemon (mode 0600)",
     )
     parser.add_argument("--ready-file", metavar="PATH", help="written once the agent listens")
+    parser.add_argument(
+        "--engine-socket",
+        action="append",
+        type=Path,
+        metavar="PATH",
+        help="the VM's Docker Engine API socket the daemon may reach, tried in order "
+        "(repeatable; default: /var/run/docker.sock, then /run/docker.sock)",
+    )
     parser.add_argument(
         "--loopback-up",
         action="store_true",
@@ -60,7 +70,8 @@ def run_agent(args: argparse.Namespace) -> int:
     try:
         if args.loopback_up:
             bring_loopback_up()
-        return run(_serve(address_agent=Agent(address, secret), ready_file=args.ready_file))
+        agent = Agent(address, secret, args.engine_socket or ENGINE_SOCKETS)
+        return run(_serve(address_agent=agent, ready_file=args.ready_file))
     except OSError as exc:
         print(f"hostnet agent: {exc}", file=sys.stderr)
         return 1

@@ -5,7 +5,10 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import os
 import socket
+from collections.abc import Sequence
+from pathlib import Path
 
 from proxy.accept_loop import AcceptLoop
 from proxy.counters import ForwardCounters
@@ -26,6 +29,7 @@ from proxy.wire import (
     ErrorCode,
     Listeners,
     Open,
+    OpenEngine,
     OpenOk,
     ProtocolError,
     Request,
@@ -35,7 +39,9 @@ from proxy.wire import (
 )
 from proxy.wire import Listener as WireListener
 from vm.agent.commands import CommandError, Commands
+from vm.agent.engine_socket import ENGINE_SOCKETS, connect_engine
 from vm.agent.requests import STREAM_REQUEST_TIMEOUT, PendingStreams
+from vm.engine.listener_owners import PORT_OWNERS, owners_to_json, port_owners
 from vm.peer.control_channel import serve_control
 from vm.peer.peer import Peer
 from vm.transport.address import TransportAddress
@@ -53,11 +59,20 @@ class Agent:
     The mirroring itself is a Peer (vm/peer/peer.py), the same code the daemon runs; what
     is the agent's own is accepting connections (or multiplexed streams), serving streams
     the daemon opens, asking the daemon for host ports, and running commands.
+
+    ``engine_sockets`` are the only unix sockets an ``OpenEngine`` stream reaches: the VM's
+    own container engine (vm/agent/engine_socket.py), never a path the daemon names.
     """
 
-    def __init__(self, address: TransportAddress, secret: bytes) -> None:
+    def __init__(
+        self,
+        address: TransportAddress,
+        secret: bytes,
+        engine_sockets: Sequence[Path] = ENGINE_SOCKETS,
+    ) -> None:
         self.address = address
         self.secret = secret
+        self.engine_sockets = tuple(engine_sockets)
         self.control: WireSocket | None = None
         self.pending = PendingStreams()
         self.requests = RequestTracker()
@@ -131,6 +146,8 @@ class Agent:
             await self._serve_open(wire, event)
         elif isinstance(event, Attach):
             await self._serve_attach(wire, event)
+        elif isinstance(event, OpenEngine):
+            await self._serve_engine(wire)
         else:
             wire.close()
 
@@ -203,6 +220,9 @@ class Agent:
                 return Response(request.id, False, str(exc))
         if request.method == HOLD_STATUS:
             return Response(request.id, True, self.peer.hold.status())
+        if request.method == PORT_OWNERS:  # who holds this VM's listeners (for hostnet ports)
+            owners = await asyncio.to_thread(port_owners, "self", (os.getpid(),))
+            return Response(request.id, True, owners_to_json(owners))
         if request.method == "listeners":
             return Response(request.id, True, [str(item) for item in sorted(self.watcher.current)])
         if request.method == "udp_idle_timeout":
@@ -233,6 +253,19 @@ class Agent:
         except TargetError as exc:
             await self._refuse(wire, exc.code, str(exc))
             return
+        await self._serve_target(wire, request.proto, target)
+
+    async def _serve_engine(self, wire: WireSocket) -> None:
+        """An OpenEngine stream: the VM's own engine API socket, and nothing else."""
+        try:
+            target = await connect_engine(self.engine_sockets)
+        except TargetError as exc:
+            await self._refuse(wire, exc.code, str(exc))
+            return
+        await self._serve_target(wire, "tcp", target)
+
+    async def _serve_target(self, wire: WireSocket, proto: Proto, target: socket.socket) -> None:
+        """Answer the opened stream with ``target``: handed over, or relayed to it."""
         if self.address.passes_fds:
             with contextlib.suppress(OSError):
                 await wire.send(OpenOk(), (target.fileno(),))
@@ -240,7 +273,7 @@ class Agent:
             wire.close()
             return
         await wire.send(OpenOk())
-        await relay_stream(request.proto, wire.sock, target, self.stream_counters)
+        await relay_stream(proto, wire.sock, target, self.stream_counters)
 
     async def _refuse(self, wire: WireSocket, code: ErrorCode, message: str) -> None:
         with contextlib.suppress(ProtocolError, OSError):

@@ -1,6 +1,8 @@
 """The ``attach`` backend: an existing VM whose agent already listens somewhere.
 
-hostnet neither starts nor stops such a VM; it only connects to its agent.
+hostnet neither starts nor stops such a VM; it only connects to its agent. If the VM runs a
+Docker Engine of its own, hostnet uses it (``vm_engine_link``): the host's docker.sock
+relays to it through the agent, which hostnet neither starts nor stops either.
 """
 
 from __future__ import annotations
@@ -9,7 +11,7 @@ from pathlib import Path
 from typing import Any
 
 from proxy.wire import load_secret
-from vm.backends.protocol import GuestEngineLink, SharedKernelLink
+from vm.backends.protocol import GuestEngineLink, SharedKernelLink, VmEngineLink
 from vm.transport.address import TransportAddress, parse_transport
 
 OPTIONS_SCHEMA: dict[str, Any] = {
@@ -38,9 +40,11 @@ class AttachBackend:
     def __init__(self, vm_dir: Path, options: dict[str, Any]) -> None:
         self.address = parse_transport(str(options["transport"]))
         self.secret_file = Path(str(options["secret_file"]))
+        self.secret: bytes | None = None
 
     async def up(self) -> tuple[TransportAddress, bytes]:
-        return self.address, load_secret(self.secret_file)
+        self.secret = load_secret(self.secret_file)
+        return self.address, self.secret
 
     async def down(self) -> None:
         return None
@@ -56,3 +60,9 @@ class AttachBackend:
 
     def guest_engine_link(self) -> GuestEngineLink | None:
         return None
+
+    def vm_engine_link(self) -> VmEngineLink | None:
+        """The VM's own engine, through its agent, once ``up`` has read the secret."""
+        if self.secret is None:
+            return None
+        return VmEngineLink(self.address, self.secret)

@@ -7,7 +7,7 @@ from pathlib import Path
 from typing import Any
 
 from vm.backends.netns import NetnsVM
-from vm.backends.protocol import GuestEngineLink, SharedKernelLink
+from vm.backends.protocol import GuestEngineLink, SharedKernelLink, VmEngineLink
 from vm.transport.address import TransportAddress, parse_transport
 
 
@@ -45,4 +45,7 @@ class NetnsBackend:
         )
 
     def guest_engine_link(self) -> GuestEngineLink | None:
+        return None
+
+    def vm_engine_link(self) -> VmEngineLink | None:
         return None

@@ -8,7 +8,7 @@ never probe with ``getattr``.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Protocol
 
@@ -44,6 +44,16 @@ class GuestEngineLink:
     log_file: Path
 
 
+@dataclass(frozen=True)
+class VmEngineLink:
+    """A VM that runs a container engine of its own, which hostnet neither starts nor stops
+    (the attach backend): its agent, at ``address`` with ``secret``, connects an OpenEngine
+    stream to that engine's API socket (vm/agent/engine_socket.py)."""
+
+    address: TransportAddress
+    secret: bytes = field(repr=False)
+
+
 class Backend(Protocol):
     """One VM, as the daemon drives it."""
 
@@ -69,4 +79,9 @@ class Backend(Protocol):
     def guest_engine_link(self) -> GuestEngineLink | None:
         """Where the engine inside the guest is reached, for VMs that run one there; None
         for VMs that share this kernel (the daemon runs their engine) or run none."""
+        ...
+
+    def vm_engine_link(self) -> VmEngineLink | None:
+        """Where the VM's own engine is reached, for VMs hostnet attached to (their engine
+        is theirs); None for VMs whose engine hostnet runs."""
         ...

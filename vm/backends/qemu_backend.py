@@ -18,12 +18,14 @@ a host with ``/dev/vhost-vsock`` it listens on AF_VSOCK instead, one connection 
     transport        "auto", "virtio" (serial multiplexer) or "vsock"
     shared_folders   host folders the guest sees read-write at the same path; the daemon
                      fills it from the FilesharingDirectories setting
+    engine           give the guest the container engine (true/false); the daemon fills it
+                     from the ContainerEngineEnabled setting
 
 The guest sees nothing else of the host but /usr and what runs the agent, read-only
 (vm/backends/qemu_shares.py).
 
-Where the host has Docker's binaries and mkfs.ext4, the guest also runs the container
-engine (vm/backends/qemu_engine.py): an ext4 data disk ``STATE/vm/qemu/engine.img``, a
+With ``engine`` on, where the host has Docker's binaries and mkfs.ext4, the guest also runs
+the container engine (vm/backends/qemu_engine.py): an ext4 data disk ``STATE/vm/qemu/engine.img``, a
 virtio-serial port of its own, and a helper that starts dockerd when the daemon's engine
 supervisor asks (``guest_engine_link``; logs under ``STATE/vm/qemu/share/engine/``).
 
@@ -49,7 +51,7 @@ from typing import Any
 from proxy.wire import load_or_create_secret
 from vm.backends.errors import VMError
 from vm.backends.guest_agent_launch import guest_agent_launch
-from vm.backends.protocol import GuestEngineLink, SharedKernelLink
+from vm.backends.protocol import GuestEngineLink, SharedKernelLink, VmEngineLink
 from vm.backends.qemu import QemuConfig, QemuError, QemuExit, QemuVM
 from vm.backends.qemu_engine import (
     DISK_NAME,
@@ -89,6 +91,9 @@ OPTIONS_SCHEMA: dict[str, Any] = {
                       "description": "virtio-serial mux or vsock; auto picks vsock if usable"},
         "shared_folders": {"type": "array", "items": {"type": "string"},
                            "description": "folders shared read-write (FilesharingDirectories)"},
+        "engine": {"type": "boolean",
+                   "description": "give the guest the container engine's disk and port "
+                                  "(ContainerEngineEnabled; default false)"},
     },
     "examples": [{"memory_mib": 1024, "cpus": 2, "accel": "auto"}],
 }  # fmt: skip
@@ -112,9 +117,12 @@ class QemuBackend:
         transport = self.options.get("transport", "auto")
         self.use_vsock = transport == "vsock" or (transport == "auto" and vsock_usable())
         self.cid = random.randint(3, 0x7FFFFFFF) if self.use_vsock else 0
-        # The container engine runs in the guest when the host has its binaries (the guest
-        # runs the host's /usr): a data disk and a port of its own (qemu_engine.py).
+        # The container engine runs in the guest when its setting is on (the daemon passes
+        # ContainerEngineEnabled as ``engine``) and the host has its binaries (the guest runs
+        # the host's /usr): a data disk and a port of its own (qemu_engine.py).
+        self.engine_wanted = bool(self.options.get("engine", False))
         self.engine_missing = engine_programs_missing()
+        self.with_engine = self.engine_wanted and not self.engine_missing
         self.engine_disk = self.vm_dir / DISK_NAME
         self.engine_socket = self.vm_dir / SOCKET_NAME
         self.engine_logs = self.share_dir / LOG_FOLDER
@@ -136,7 +144,7 @@ class QemuBackend:
         # whatever host user owns the shared folder.
         engine = ""
         extra: list[str] = []
-        if not self.engine_missing:
+        if self.with_engine:
             engine = guest_engine_script(launch, self.engine_logs) + "; "
             extra += engine_qemu_args(self.engine_disk, self.engine_socket)
         script = (
@@ -176,7 +184,7 @@ class QemuBackend:
         secret = load_or_create_secret(self.secret_file)
         if not self.vm.running:
             try:
-                if not self.engine_missing:
+                if self.with_engine:
                     self.engine_logs.mkdir(parents=True, exist_ok=True, mode=0o700)
                     await asyncio.to_thread(ensure_engine_disk, self.engine_disk)
                 await self.vm.start()
@@ -229,7 +237,10 @@ class QemuBackend:
         return None
 
     def guest_engine_link(self) -> GuestEngineLink | None:
-        """The engine's port while the VM runs, if the host can give the guest an engine."""
-        if self.engine_missing or not self.vm.running:
+        """The engine's port while the VM runs, if it was booted with one."""
+        if not self.with_engine or not self.vm.running:
             return None
         return GuestEngineLink(str(self.engine_socket), self.engine_logs / "dockerd.log")
+
+    def vm_engine_link(self) -> VmEngineLink | None:
+        return None

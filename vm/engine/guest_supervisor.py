@@ -4,7 +4,8 @@ The same supervisor as for the namespace VM (start, wait for ``/_ping``, watch, 
 back-off, state in ``hostnet status``); only the process hooks differ. dockerd is started and
 stopped by the guest's engine helper (vm/engine/guest_engine.py) over the VM's engine port,
 and the host's docker.sock (mode 0600, in hostnet's runtime folder) is a listener of the
-daemon's that carries each connection to dockerd's socket in the guest over that port.
+daemon's (vm/engine/api_relay.py) that carries each connection to dockerd's socket in the
+guest over that port.
 """
 
 from __future__ import annotations
@@ -13,14 +14,12 @@ import asyncio
 import contextlib
 import json
 import logging
-import os
 import socket
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from proxy.counters import ForwardCounters
-from proxy.tcp_relay import counted_relay, relay_until_done
 from vm.backends.protocol import GuestEngineLink
+from vm.engine.api_relay import ApiSocketRelay
 from vm.engine.guest_engine import API_REQUEST, START_REQUEST, STOP_REQUEST
 from vm.engine.layout import EngineLayout
 from vm.engine.state import EngineStatus
@@ -54,24 +53,14 @@ class GuestEngineSupervisor(EngineSupervisor):
     ) -> None:
         super().__init__(layout, target, on_change, log_file=target.link.log_file)
         self.serial_socket = target.link.serial_socket
-        self._listener: socket.socket | None = None
-        self._accepting: asyncio.Task[None] | None = None
-        self._relays: set[asyncio.Task[None]] = set()
+        self._api = ApiSocketRelay(layout.api_socket, self._open_api)
         self._watcher: asyncio.Task[None] | None = None
         self._guest_pid = 0
         self._ended = ""
 
     async def stop(self) -> None:
         await super().stop()
-        if self._accepting is not None:
-            self._accepting.cancel()
-        for task in list(self._relays):
-            task.cancel()
-        if self._listener is not None:
-            self._listener.close()
-            self._listener = None
-            with contextlib.suppress(FileNotFoundError):
-                self.layout.api_socket.unlink()
+        self._api.close()
         await close_host_link(self.serial_socket)
 
     # -- the guest's engine helper ----------------------------------------------------------
@@ -84,40 +73,10 @@ class GuestEngineSupervisor(EngineSupervisor):
 
     async def _prepare(self) -> None:
         """The host's docker.sock, relayed to the guest's (made once)."""
-        if self._listener is not None:
-            return
-        path = self.layout.api_socket
-        path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
-        with contextlib.suppress(FileNotFoundError):
-            path.unlink()
-        listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-        old_umask = os.umask(0o177)  # never a moment when others may connect
-        try:
-            listener.bind(str(path))
-        finally:
-            os.umask(old_umask)
-        listener.listen(128)
-        listener.setblocking(False)
-        self._listener = listener
-        self._accepting = asyncio.get_running_loop().create_task(self._accept(listener))
+        self._api.start()
 
-    async def _accept(self, listener: socket.socket) -> None:
-        loop = asyncio.get_running_loop()
-        while True:
-            client, _ = await loop.sock_accept(listener)
-            client.setblocking(False)
-            task = loop.create_task(self._relay(client))
-            self._relays.add(task)
-            task.add_done_callback(self._relays.discard)
-
-    async def _relay(self, client: socket.socket) -> None:
-        try:
-            upstream = await host_link(self.serial_socket).open_socket(API_REQUEST, LINK_TIMEOUT)
-        except ConnectionError as exc:
-            log.info("engine API connection refused: %s", exc)
-            client.close()
-            return
-        await relay_until_done(counted_relay(client, upstream, ForwardCounters()))
+    async def _open_api(self) -> socket.socket:
+        return await host_link(self.serial_socket).open_socket(API_REQUEST, LINK_TIMEOUT)
 
     async def _launch(self, driver: str) -> bool:
         """Ask the guest to start dockerd; watch the answer stream for its exit."""

@@ -13,6 +13,7 @@ import re
 from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 TCP_LISTEN = "0A"
 UDP_UNCONNECTED = "07"
@@ -25,6 +26,10 @@ _TABLES = (
 _CONTAINER_ID = re.compile(r"(?:/docker/|docker-)([0-9a-f]{64})")
 
 PortKey = tuple[str, int]  # (proto, port)
+
+PORT_OWNERS = "port_owners"
+"""The agent's request for the owners of its VM's listeners, where the daemon cannot read
+the VM's /proc itself (an attached VM): answered with ``owners_to_json``."""
 
 
 @dataclass(frozen=True)
@@ -125,4 +130,36 @@ def port_owners(
         pids = sorted({holders[i] for i in inodes if i in holders} - ignored)
         if pids:
             owners[key] = describe(pids[0], proc)
+    return owners
+
+
+def owners_to_json(owners: dict[PortKey, ProcessOwner]) -> list[dict[str, Any]]:
+    return [
+        {
+            "proto": proto,
+            "port": port,
+            "pid": owner.pid,
+            "name": owner.name,
+            "container_id": owner.container_id,
+            "proxy_for": list(owner.proxy_for) if owner.proxy_for else None,
+        }
+        for (proto, port), owner in sorted(owners.items())
+    ]
+
+
+def owners_from_json(items: object) -> dict[PortKey, ProcessOwner]:
+    """The agent's answer read back; entries that are not as ``owners_to_json`` makes them
+    are left out."""
+    owners: dict[PortKey, ProcessOwner] = {}
+    for item in items if isinstance(items, list) else []:
+        try:
+            proxy = item.get("proxy_for")
+            owners[(str(item["proto"]), int(item["port"]))] = ProcessOwner(
+                int(item["pid"]),
+                str(item["name"]),
+                str(item.get("container_id") or ""),
+                (str(proxy[0]), int(proxy[1])) if proxy else None,
+            )
+        except (AttributeError, KeyError, TypeError, ValueError, IndexError):
+            continue
     return owners

@@ -14,6 +14,12 @@ class EngineState(StrEnum):
     RUNNING = "running"
     RESTARTING = "restarting"  # it stopped unasked; detail says how, it is being started again
     STOPPING = "stopping"
+    NONE = "none"  # the attached VM runs no engine of its own; detail says where it was sought
+
+
+class EngineOwner(StrEnum):
+    HOSTNET = "hostnet"  # hostnet starts, supervises and stops it
+    VM = "vm"  # the attached VM's own: hostnet only relays to it, never starts or stops it
 
 
 @dataclass(frozen=True)
@@ -24,8 +30,10 @@ class EngineStatus:
     storage_driver: str = ""
     restarts: int = 0
     pid: int = 0
+    owner: EngineOwner = EngineOwner.HOSTNET
 
     def to_json(self) -> dict[str, Any]:
         data = asdict(self)
         data["state"] = str(self.state)
+        data["owner"] = str(self.owner)
         return data

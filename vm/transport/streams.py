@@ -10,7 +10,17 @@ from __future__ import annotations
 import socket
 
 from proxy.errors import HostnetError
-from proxy.wire import Attach, Error, ErrorCode, Open, OpenOk, Proto, ProtocolError, Role
+from proxy.wire import (
+    Attach,
+    Error,
+    ErrorCode,
+    Open,
+    OpenEngine,
+    OpenOk,
+    Proto,
+    ProtocolError,
+    Role,
+)
 from vm.transport.address import TransportAddress
 from vm.transport.wire_socket import WireSocket, connect_wire
 
@@ -21,6 +31,7 @@ class StreamRefused(HostnetError, ConnectionError):
     def __init__(self, code: ErrorCode, message: str) -> None:
         super().__init__(f"{code.name}: {message}")
         self.code = code
+        self.reason = message
 
 
 async def _expect_open_ok(wire: WireSocket) -> None:
@@ -44,9 +55,21 @@ async def open_stream(
     address: TransportAddress, secret: bytes, role: Role, proto: Proto, host: str, port: int
 ) -> socket.socket:
     """Ask the other side to connect ``proto host:port`` there; a socket to that target."""
+    return await _open(address, secret, role, Open(proto, host, port))
+
+
+async def open_engine_stream(address: TransportAddress, secret: bytes) -> socket.socket:
+    """Ask the agent for a connection to its VM's container engine API socket (the path is
+    the agent's to know: OpenEngine names none); a socket that speaks the engine's API."""
+    return await _open(address, secret, "daemon", OpenEngine())
+
+
+async def _open(
+    address: TransportAddress, secret: bytes, role: Role, opener: Open | OpenEngine
+) -> socket.socket:
     wire = await connect_wire(await address.connect(), role, "stream", secret)
     try:
-        await wire.send(Open(proto, host, port))
+        await wire.send(opener)
         await _expect_open_ok(wire)
         handed = wire.take_fd()
     except BaseException:
