@@ -3,15 +3,17 @@
 One table per hostnet instance and namespace, ``inet hostnet_hold_<queue>``, owned by the
 netlink socket that made it (NFT_TABLE_F_OWNER): the kernel removes it when that socket
 closes, so a crashed daemon or agent leaves no rule behind. Its one chain, on the input hook,
-says for packets to a loopback address (127.0.0.0/8, ::1) that came in on ``lo``:
+says:
 
-    socket exists (any listener or bound socket for this packet)  -> accept (nothing held)
-    TCP with SYN and without ACK                                    -> queue, bypass
-    UDP                                                             -> queue, bypass
+    came in on another interface than lo                        -> accept (nothing held)
+    to 127.0.0.0/8 or ::1, TCP with SYN and without ACK, or UDP:
+        a socket exists (a listener or bound socket for it)     -> accept (nothing held)
+        else                                                    -> queue, bypass
 
 Only ``lo``: a packet the kernel path's NAT rules brought in over hostnet's link is for a port
 the other side already mirrors, and after their DNAT (before their SNAT to loopback) its source
-is the link's address, so a UDP socket connected to its client would not be found for it.
+is the link's address, so a UDP socket connected to its client would not be found for it. The
+socket lookup is made only for the packets that could be held, not for every TCP segment.
 
 The ``socket`` expression looks the packet's socket up at that moment, so no set of
 listening ports has to be kept in step (and cannot lag). The queue is nft's own ``queue``
@@ -69,6 +71,7 @@ _REG_VERDICT: Final = 0
 _REG_1: Final = 1
 _META_IIF: Final = 4
 _META_NFPROTO: Final = 15
+_CMP_NEQ: Final = 1
 LOOPBACK_IFINDEX: Final = 1
 """``lo``'s interface index, the same in every network namespace."""
 _META_L4PROTO: Final = 16
@@ -101,8 +104,9 @@ def _meta(key: int) -> bytes:
     return _expr("meta", be32(1, _REG_1), be32(2, key))  # DREG, KEY
 
 
-def _cmp_eq(value: bytes) -> bytes:
-    return _expr("cmp", be32(1, _REG_1), be32(2, 0), nested(3, attr(1, value)))  # SREG, OP, DATA
+def _cmp_eq(value: bytes, op: int = 0) -> bytes:
+    """``op`` NFT_CMP_EQ (0) or NFT_CMP_NEQ (1)."""
+    return _expr("cmp", be32(1, _REG_1), be32(2, op), nested(3, attr(1, value)))  # SREG, OP, DATA
 
 
 def _payload(base: int, offset: int, length: int) -> bytes:
@@ -188,13 +192,13 @@ def ruleset_batch(queue: int, compat: bool = False) -> tuple[bytes, int]:
                 + nested(4, be32(1, NF_INET_LOCAL_IN), be32_signed(2, CHAIN_PRIORITY))
                 + be32(5, NF_ACCEPT) + string(7, "filter")),
     ]  # fmt: skip
-    rules = [[_socket_found(), _accept()]]
+    not_on_lo = [_meta(_META_IIF), _cmp_eq(struct.pack("=I", LOOPBACK_IFINDEX), _CMP_NEQ)]
+    rules = [[*not_on_lo, _accept()]]
     for family in (socket.AF_INET, socket.AF_INET6):
         for number in (socket.IPPROTO_TCP, socket.IPPROTO_UDP):
-            on_lo = [_meta(_META_IIF), _cmp_eq(struct.pack("=I", LOOPBACK_IFINDEX))]
-            rules.append(
-                [*on_lo, *_loopback(family), *_first_packet(number), _queue(queue, compat)]
-            )
+            candidate = [*_loopback(family), *_first_packet(number)]
+            rules.append([*candidate, _socket_found(), _accept()])
+            rules.append([*candidate, _queue(queue, compat)])
     for seq, expressions in enumerate(rules, start=3):
         body = head + string(1, name) + string(2, "input") + nested(4, *expressions)
         parts.append(message(_nft(NFT_MSG_NEWRULE), ack | NLM_F_CREATE | NLM_F_APPEND, seq, body))
@@ -258,7 +262,8 @@ def _install(queue: int, compat: bool) -> socket.socket:
 
 def _refused(code: int, seq: int, compat: bool) -> HoldRulesError:
     queue_rule = "a queue rule (xt_NFQUEUE through nft_compat)" if compat else "a queue rule"
-    what = {1: "the table", 2: "its input chain", 3: "the socket-lookup rule"}.get(seq, queue_rule)
+    rules = {1: "the table", 2: "its input chain", 3: "the interface rule"}
+    what = rules.get(seq, "a socket-lookup rule" if seq % 2 == 0 else queue_rule)
     reason = errno.errorcode.get(code, str(code))
     if code == errno.EPERM:
         fix = "run as root (or with CAP_NET_ADMIN in this namespace)"
