@@ -122,6 +122,25 @@ class MirrorSet:
         self._drain_check: asyncio.TimerHandle | None = None
         self._lock = asyncio.Lock()
         self._closed = False
+        self._held_back: dict[tuple[Proto, int], float] = {}
+
+    def hold_back(self, proto: Proto, port: int, seconds: float) -> None:
+        """Start no mirror on ``proto`` ``port`` for ``seconds``, or until ``let_start``: the
+        hold is sending the port's first packets through the kernel path's rules, and a
+        mirror that discovery made meanwhile would take the packets that follow them."""
+        self._held_back[(proto, port)] = time.monotonic() + seconds
+
+    def let_start(self, proto: Proto, port: int) -> None:
+        self._held_back.pop((proto, port), None)
+
+    def _is_held_back(self, proto: Proto, port: int) -> bool:
+        until = self._held_back.get((proto, port))
+        if until is None:
+            return False
+        if until < time.monotonic():
+            del self._held_back[(proto, port)]
+            return False
+        return True
 
     def own_inodes(self) -> set[int]:
         """Inodes of the mirrors' listening sockets: discovery leaves these out.
@@ -203,6 +222,8 @@ class MirrorSet:
                 mirror, MirrorPhase.SHADOWED, f"a local program already listens on port {key.port}"
             )
             return
+        if self._is_held_back(key.proto, key.port):
+            return  # pending; the retry timer (or the hold, sooner) starts it
         draining = self._draining.pop(key, None)
         if draining is not None:  # listening again: the draining mirror carries on
             mirror.engine = draining

@@ -37,6 +37,9 @@ Ask = Callable[[Proto, int], Awaitable[ProbeAnswer | None]]
 its kernel rules carry the port), or None when the other side is not connected."""
 Mirror = Callable[[Proto, int, list[str]], Coroutine[Any, Any, None]]
 """Make this side's mirrors of the other side's listeners on ``proto`` ``port``."""
+HoldBack = Callable[[Proto, int, float], None]
+"""Keep this side's mirrors of ``proto`` ``port`` from starting for so many seconds, or until
+``mirror`` is called for it."""
 KernelFirst = Callable[[Proto, int, list[str]], Awaitable[bool]]
 """Put ``proto`` ``port``, listening on the other side's ``hosts``, in the kernel path's
 rules if its IPv4 mirror will qualify; True if the rules carry it now."""
@@ -68,6 +71,7 @@ class HoldSide:
         ask: Ask | None,
         mirror: Mirror,
         nobody_there: NobodyThere = cannot_look,
+        hold_back: HoldBack = lambda proto, port, seconds: None,
     ) -> None:
         self.other = other
         self.own_inodes = own_inodes
@@ -75,6 +79,7 @@ class HoldSide:
         self.ask = ask
         self.mirror = mirror
         self.nobody_there = nobody_there
+        self.hold_back = hold_back
         self.check: PortCheck | None = None
         self.kernel_first: KernelFirst = no_kernel_path
         self.hold = PortHold(self._make_ready)
@@ -131,7 +136,10 @@ class HoldSide:
         if answer is None or not answer.hosts:
             return None
         proto, port, hosts = target.proto, target.port, answer.hosts
-        if proto == "udp" and (answer.kernel or await self.kernel_first(proto, port, hosts)):
-            return functools.partial(self.mirror, proto, port, hosts)
-        await self.mirror(proto, port, hosts)
+        if proto == "udp":
+            # Until the packets are resent, discovery must not make the mirror either.
+            self.hold_back(proto, port, self.hold.decide_timeout)
+            if answer.kernel or await self.kernel_first(proto, port, hosts):
+                return functools.partial(self.mirror, proto, port, hosts)
+        await self.mirror(proto, port, hosts)  # lets discovery's mirror start too
         return None

@@ -83,6 +83,7 @@ class Peer:
             adopt=self.watcher.adopt,
             ask=probe_remote,
             mirror=self._mirror_remote_port,
+            hold_back=self.mirrors.hold_back,
         )
         self.remote: set[ListenerKey] = set()
         self.reported: set[WireListener] = set()
@@ -171,6 +172,7 @@ class Peer:
         """A held client waits for this: the other side's listeners on ``port``, mirrored
         now, through the same rules as discovery's (exclusions, the local listener wins)."""
         self.remote.update((proto, host, port) for host in hosts)
+        self.mirrors.let_start(proto, port)
         await self.mirrors.set_remote(self.remote)
 
     def look_into_remote(self, nobody_there: NobodyThere) -> None:
