@@ -11,7 +11,7 @@ import os
 import shutil
 import subprocess
 import tempfile
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -107,3 +107,15 @@ def engine_session(settings: dict[str, Any] | None = None) -> Iterator[EngineSes
         daemon.stop()
         if not os.environ.get("HOSTNET_KEEP_ENGINE_HOME"):
             shutil.rmtree(home, ignore_errors=True)
+
+
+def host_text_reaches_log(logs: Callable[[], str], port: int, timeout: float = 10) -> None:
+    """Type a line into ``nc localhost PORT`` on the host and wait for it in ``logs()`` (a
+    container's log): the seed page's first example, seen from both ends."""
+    with subprocess.Popen(
+        ["nc", "-N", "localhost", str(port)], stdin=subprocess.PIPE, text=True
+    ) as client:
+        client.communicate("typed on the host\n", timeout=timeout)
+    wait_for(
+        lambda: "typed on the host" in logs(), timeout, "the host's text in the container's log"
+    )

@@ -24,7 +24,7 @@ import docker
 import pytest
 
 from proxy.wire.secret import load_or_create_secret
-from tests.engine.engine_fixture import needs_engine, short_home
+from tests.engine.engine_fixture import host_text_reaches_log, needs_engine, short_home
 from tests.engine.images import build_test_image
 from tests.integration.daemon_fixture import RunningDaemon, start_daemon
 from tests.integration.vm_helpers import bare_namespace, free_port, tcp_open, wait_for
@@ -213,15 +213,7 @@ def test_a_net_host_container_in_the_vm_answers_on_the_host_and_names_its_owner(
     try:
         assert name in docker_cli(daemon, "ps", "--format", "{{.Names}}").stdout
         wait_for(lambda: tcp_open("127.0.0.1", port), 15, "the container's port on the host")
-        with subprocess.Popen(
-            ["nc", "-N", "localhost", str(port)], stdin=subprocess.PIPE, text=True
-        ) as client:
-            client.communicate("typed on the host\n", timeout=10)
-        wait_for(
-            lambda: "typed on the host" in docker_cli(daemon, "logs", name).stdout,
-            10,
-            "the host's text in the container's log",
-        )
+        host_text_reaches_log(lambda: docker_cli(daemon, "logs", name).stdout, port, 10)
 
         def owner() -> dict[str, Any] | None:
             ports = json.loads(daemon.cli("ports", "--json").stdout)

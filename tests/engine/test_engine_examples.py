@@ -17,7 +17,7 @@ from typing import Any
 
 import pytest
 
-from tests.engine.engine_fixture import EngineSession, needs_engine
+from tests.engine.engine_fixture import EngineSession, host_text_reaches_log, needs_engine
 from tests.integration.vm_helpers import free_port, host_answer, start_server, tcp_open, wait_for
 
 pytestmark = needs_engine
@@ -70,15 +70,7 @@ def test_net_host_netcat_listener_talks_to_the_host_both_ways(engine: EngineSess
     assert started.returncode == 0, started.stderr
     container = started.stdout.strip()
     wait_for(lambda: tcp_open("127.0.0.1", port), 15, "the container's port on the host")
-    with subprocess.Popen(
-        ["nc", "-N", "localhost", str(port)], stdin=subprocess.PIPE, text=True
-    ) as client:
-        client.communicate("typed on the host\n", timeout=10)
-    wait_for(
-        lambda: "typed on the host" in engine.docker("logs", container).stdout,
-        10,
-        "the host's text in the container's log",
-    )
+    host_text_reaches_log(lambda: engine.docker("logs", container).stdout, port, 10)
     # The reverse: what is typed into a container (docker run -i) reaches the host.
     port = free_port("tcp")
     listener = engine.docker_popen(

@@ -24,7 +24,7 @@ from typing import Any
 import docker
 import pytest
 
-from tests.engine.engine_fixture import ENGINE_SETTINGS, short_home
+from tests.engine.engine_fixture import ENGINE_SETTINGS, host_text_reaches_log, short_home
 from tests.engine.images import build_test_image
 from tests.engine.test_engine_examples import host_web_server
 from tests.integration.daemon_fixture import HOSTNET, RunningDaemon, write_settings
@@ -174,15 +174,7 @@ def test_net_host_container_in_the_qemu_guest_is_reachable_from_the_host(
     wait_for(lambda: tcp_open("127.0.0.1", port), 60, "the container's port on the host")
     reachable = time.monotonic() - started
 
-    with subprocess.Popen(
-        ["nc", "-N", "localhost", str(port)], stdin=subprocess.PIPE, text=True
-    ) as nc:
-        nc.communicate("typed on the host\n", timeout=30)
-    wait_for(
-        lambda: "typed on the host" in docker_cli(daemon, "logs", container).stdout,
-        30,
-        "the host's text in the container's log",
-    )
+    host_text_reaches_log(lambda: docker_cli(daemon, "logs", container).stdout, port, 30)
     steps = ", ".join(f"{name} {seconds:.1f}s" for name, seconds in qemu_engine.timings.items())
     total = sum(qemu_engine.timings.values()) + reachable
     print(
