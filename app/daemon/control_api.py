@@ -61,8 +61,9 @@ async def get_ports(request: web.Request) -> web.Response:
 
 async def get_settings(request: web.Request) -> web.Response:
     daemon = request.app[DAEMON_KEY]
+    revision = daemon.settings_revision  # before the reading: the file is at least this new
     effective = await asyncio.get_running_loop().run_in_executor(None, daemon.store.load)
-    return web.json_response(effective.to_json())
+    return web.json_response({**effective.to_json(), "revision": revision})
 
 
 async def put_settings(request: web.Request) -> web.Response:
@@ -71,20 +72,23 @@ async def put_settings(request: web.Request) -> web.Response:
     if isinstance(body, web.Response):
         return body
     change = await daemon.change_settings(body)
-    return _settings_answer(change)
+    return _settings_answer(daemon, change)
 
 
 async def delete_setting(request: web.Request) -> web.Response:
-    change = await request.app[DAEMON_KEY].reset_setting(request.match_info["key"])
-    return _settings_answer(change)
+    daemon = request.app[DAEMON_KEY]
+    change = await daemon.reset_setting(request.match_info["key"])
+    return _settings_answer(daemon, change)
 
 
-def _settings_answer(change: SettingsChange) -> web.Response:
+def _settings_answer(daemon: Daemon, change: SettingsChange) -> web.Response:
+    """What changed, and the settings in effect now: another change taken meanwhile is in
+    them, so an answer that arrives late cannot bring back what that change replaced."""
     return web.json_response(
         {
             "changed": list(change.changed),
             "restart_required": change.restart_required,
-            "settings": change.effective.to_json(),
+            "settings": daemon.settings_json(),
         }
     )
 

@@ -76,6 +76,7 @@ class Daemon:
         self.store = SettingsStore(paths, admin_file=admin_file)
         self.events = EventBus()
         self.effective: EffectiveSettings | None = None
+        self.settings_revision = 0  # changes taken; the app keeps the newest it has heard
         self.decision: Decision = Off()
         self.signed_in = False
         self.backend: Backend | None = None
@@ -388,6 +389,12 @@ class Daemon:
         await self._take_settings(change.effective)
         return change
 
+    def settings_json(self) -> dict[str, Any]:
+        """The settings in effect and their revision: answers on other connections can
+        arrive after a newer event, and the app keeps the newest revision it has heard."""
+        assert self.effective is not None
+        return {**self.effective.to_json(), "revision": self.settings_revision}
+
     async def _take_settings(self, effective: EffectiveSettings) -> None:
         """Apply EFFECTIVE where it differs from the settings in effect; nothing when it does
         not (so a change that arrives both ways is applied once)."""
@@ -397,6 +404,10 @@ class Daemon:
         if not changed and effective.problems == before.problems:
             return
         self.effective = effective
+        self.settings_revision += 1
+        # Said before it is applied: stopping forwarding can take a while, and the status
+        # events it sends meanwhile must not be read beside the settings of before.
+        self.events.publish("settings", self.settings_json())
         if effective.restart_required_since(before):
             self.restart_pending = True
         if self.forwarding is not None:
@@ -409,7 +420,6 @@ class Daemon:
             ):
                 self.restart_pending = True  # a QEMU VM gets the engine's disk at its next boot
             await self._apply_engine()
-        self.events.publish("settings", effective.to_json())
 
     async def sign_in_changed(self, *, signed_out: bool = False) -> str:
         """Read the sign-in again and decide again. A sign-out (SIGNED_OUT, or a session seen

@@ -131,29 +131,26 @@ class Controller(QObject):
     def set_enabled(self, on: bool) -> None:
         """The tray's switch: applied at once (the window stages; the tray does not)."""
 
-        def done(result: Any) -> None:
-            self.link.take_settings(result)
+        def done(_result: Any) -> None:
             self._notify("Host networking is turning on." if on else "Host networking is off.")
 
         def failed(exc: Exception) -> None:
-            self.menu.refresh()
             self._notify(f"Could not change host networking: {error_text(exc)}")
 
-        self.link.call("PUT", "/v1/settings", {ENABLED: on}, on_done=done, on_error=failed)
+        self.link.put_settings({ENABLED: on}, on_done=done, on_error=failed)
 
     def set_setting(self, key: str, value: Any) -> None:
         """One setting applied at once through the daemon (General's switches, the tray's
         "Use Windows containers", a banner's fix); a refusal puts the controls back."""
 
-        def done(result: Any) -> None:
-            self.link.take_settings(result)
-            self._notify(setting_notice(key, value))
-
         def failed(exc: Exception) -> None:
-            self.link.settings_changed.emit(self.link.settings)  # controls show the truth again
             self._notify(f"Could not change {key}: {error_text(exc)}")
 
-        self.link.call("PUT", "/v1/settings", {key: value}, on_done=done, on_error=failed)
+        self.link.put_settings(
+            {key: value},
+            on_done=lambda _result: self._notify(setting_notice(key, value)),
+            on_error=failed,
+        )
 
     def restart(self) -> None:
         self._notify("Restarting forwarding...")

@@ -56,6 +56,9 @@ class DaemonLink(QObject):
         self.session: Session | None = None
         self._ports: dict[PortKey, dict[str, Any]] = {}
         self._stream: EventStream | None = None
+        # Values asked for and not yet answered: key -> (the asking PUT's number, value).
+        self._asked: dict[str, tuple[int, Any]] = {}
+        self._puts = 0
 
     # -- lifetime ---------------------------------------------------------------------------
 
@@ -87,8 +90,13 @@ class DaemonLink(QObject):
         return [self._ports[key] for key in sorted(self._ports, key=_port_order)]
 
     def setting(self, key: str) -> dict[str, Any]:
+        """KEY's entry as the daemon last said, with the value asked for while a change of
+        it is on its way: a status event that comes meanwhile must not put a switch back."""
         entry = self.settings.get("settings", {}).get(key)
-        return entry if isinstance(entry, dict) else {}
+        entry = entry if isinstance(entry, dict) else {}
+        if key in self._asked and entry:
+            return {**entry, "value": self._asked[key][1]}
+        return entry
 
     def value(self, key: str, default: Any = None) -> Any:
         return self.setting(key).get("value", default)
@@ -110,10 +118,42 @@ class DaemonLink(QObject):
         client = self.client
         self.workers.run(lambda: client.call(method, path, body), on_done, on_error)
 
+    def put_settings(
+        self,
+        changes: dict[str, Any],
+        on_done: Callable[[Any], None],
+        on_error: Callable[[Exception], None],
+    ) -> None:
+        """Send CHANGES at once; the link shows them until the daemon answers. A refusal
+        (or a lost daemon) asks the daemon again, so every control shows its truth."""
+        self._puts += 1
+        number = self._puts
+        for key, value in changes.items():
+            self._asked[key] = (number, value)
+        self.settings_changed.emit(self.settings)
+
+        def answered() -> None:
+            for key in changes:
+                if self._asked.get(key, (None,))[0] == number:  # a later ask still stands
+                    del self._asked[key]
+
+        def done(result: Any) -> None:
+            answered()
+            self._take_answer(result)
+            on_done(result)
+
+        def failed(exc: Exception) -> None:
+            answered()
+            self.settings_changed.emit(self.settings)
+            self.refresh_settings()
+            on_error(exc)
+
+        self.call("PUT", "/v1/settings", changes, on_done=done, on_error=failed)
+
     def refresh_settings(self) -> None:
         self.call("GET", "/v1/settings", on_done=self._set_settings, on_error=lambda exc: None)
 
-    def take_settings(self, put_result: Any) -> None:
+    def _take_answer(self, put_result: Any) -> None:
         """A settings PUT answers with the settings now in effect; without them, ask again."""
         if isinstance(put_result, dict) and isinstance(put_result.get("settings"), dict):
             self._set_settings(put_result["settings"])
@@ -133,6 +173,7 @@ class DaemonLink(QObject):
         was = self.connected
         self.connected = False
         self.lost_message = message
+        self.settings.pop("revision", None)  # a new daemon counts its revisions from 1 again
         if was or not self.status:
             self._ports.clear()
             self.ports_changed.emit([])
@@ -169,9 +210,16 @@ class DaemonLink(QObject):
         self.ports_changed.emit(self.ports())
 
     def _set_settings(self, data: Any) -> None:
-        if isinstance(data, dict):
-            self.settings = data
-            self.settings_changed.emit(data)
+        """Settings from an event, a GET or a PUT's answer: they travel on different
+        connections, so one older than what the link holds (by the daemon's revision) is
+        dropped."""
+        if not isinstance(data, dict):
+            return
+        revision, held = data.get("revision"), self.settings.get("revision")
+        if isinstance(revision, int) and isinstance(held, int) and revision < held:
+            return
+        self.settings = data
+        self.settings_changed.emit(data)
 
     def _set_session(self, session: Any) -> None:
         self.session = session if isinstance(session, Session) else None

@@ -336,12 +336,9 @@ class SettingsWindow(QMainWindow):
         if not changes or self.applying or not self.is_valid():
             return
         self._busy(True, "Saving settings...")
-        self.link.call(
-            "PUT", "/v1/settings", changes, on_done=self._saved, on_error=self._apply_failed
-        )
+        self.link.put_settings(changes, on_done=self._saved, on_error=self._apply_failed)
 
     def _saved(self, result: Any) -> None:
-        self.link.take_settings(result)
         for staging in self.staging:
             staging.applied()
         if isinstance(result, dict) and result.get("restart_required"):

@@ -124,6 +124,21 @@ def test_locked_setting_refused_through_the_api(daemon: RunningDaemon) -> None:
         (daemon.home / "admin-settings.json").unlink()
 
 
+def test_settings_answers_carry_the_revision_they_are_as_new_as(daemon: RunningDaemon) -> None:
+    """GET, PUT and DELETE answer with the daemon's settings revision (each change taken
+    counts one), so the app can drop an answer that arrives after a newer event."""
+    key = "HostNetworkingUdpIdleTimeoutSeconds"
+    first = daemon.client.get("/v1/settings")["revision"]
+    answer = daemon.client.call("PUT", "/v1/settings", {key: 7})
+    assert answer["settings"]["revision"] == first + 1
+    assert answer["settings"]["settings"][key]["value"] == 7
+    again = daemon.client.call("PUT", "/v1/settings", {key: 7})  # nothing new to take
+    assert again["settings"]["revision"] == first + 1
+    assert daemon.client.get("/v1/settings")["revision"] == first + 1
+    reset = daemon.client.call("DELETE", f"/v1/settings/{key}")
+    assert reset["settings"]["revision"] == first + 2
+
+
 def test_excluded_ports_apply_live(daemon: RunningDaemon) -> None:
     port = free_port()
     server = start_server(daemon.vm_prefix, "tcp", "0.0.0.0", port)

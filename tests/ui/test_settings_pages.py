@@ -108,6 +108,52 @@ def test_eci_in_general_refuses_at_once_and_turning_it_off_resumes(
         server.kill()
 
 
+def test_a_switch_shows_what_was_asked_until_the_daemon_answers(
+    daemon_factory: DaemonFactory, app_factory: AppFactory, qtbot: Any, put_calls: list[Any]
+) -> None:
+    """The daemon may take seconds to stop forwarding; events that come meanwhile (a status,
+    a settings answer read before the change) must not put the switch back, or the next click
+    asks for the same value again. That ordering cannot be made to happen on demand, so the
+    stale settings are handed to the link as the event stream would hand them."""
+    daemon = daemon_factory()
+    app = app_factory()
+    app.window.show_page("general")
+    eci = app.window.general.switches["EnhancedContainerIsolation"]
+    before = json.loads(json.dumps(app.link.settings))  # what the daemon said before the click
+    assert not eci.isChecked()
+    qtbot.mouseClick(eci, Qt.MouseButton.LeftButton)
+    app.link._on_event("settings", before)  # a stale answer, before the PUT's own
+    assert eci.isChecked() and app.link.value("EnhancedContainerIsolation") is True
+    pump_until(lambda: setting(daemon, "EnhancedContainerIsolation") is True, 10, "the change")
+    pump_until(lambda: not app.link._asked, 10, "the answer")
+    assert eci.isChecked()
+    app.link._on_event("settings", before)  # an answer that arrives after a newer one
+    assert eci.isChecked() and app.link.settings["revision"] > before["revision"]
+    qtbot.mouseClick(eci, Qt.MouseButton.LeftButton)
+    pump_until(lambda: setting(daemon, "EnhancedContainerIsolation") is False, 10, "turned off")
+    assert put_calls == [
+        {"EnhancedContainerIsolation": True},
+        {"EnhancedContainerIsolation": False},
+    ]
+
+
+def test_a_refused_change_shows_the_daemons_value_again(
+    daemon_factory: DaemonFactory, app_factory: AppFactory
+) -> None:
+    daemon_factory()
+    app = app_factory()
+    refused: list[Exception] = []
+    app.link.put_settings(
+        {"HostNetworkingUdpIdleTimeoutSeconds": "soon"}, on_done=print, on_error=refused.append
+    )
+    assert app.link.value("HostNetworkingUdpIdleTimeoutSeconds") == "soon"  # asked, not answered
+    pump_until(lambda: bool(refused), 10, "the refusal")
+    assert isinstance(refused[0], ControlError) and "HostNetworkingUdpIdleTimeoutSeconds" in str(
+        refused[0]
+    )
+    assert isinstance(app.link.value("HostNetworkingUdpIdleTimeoutSeconds"), (int, float))
+
+
 def test_windows_containers_in_general_say_linux_only(
     daemon_factory: DaemonFactory, app_factory: AppFactory, signed_in: object, qtbot: Any
 ) -> None:
