@@ -134,7 +134,7 @@ class DaemonLink(QObject):
 
         def answered() -> None:
             for key in changes:
-                if self._asked.get(key, (None,))[0] == number:  # a later ask still stands
+                if key in self._asked and self._asked[key][0] == number:  # not a later ask's
                     del self._asked[key]
 
         def done(result: Any) -> None:

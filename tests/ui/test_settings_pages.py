@@ -144,7 +144,9 @@ def test_a_refused_change_shows_the_daemons_value_again(
     app = app_factory()
     refused: list[Exception] = []
     app.link.put_settings(
-        {"HostNetworkingUdpIdleTimeoutSeconds": "soon"}, on_done=print, on_error=refused.append
+        {"HostNetworkingUdpIdleTimeoutSeconds": "soon"},
+        on_done=lambda _result: None,
+        on_error=refused.append,
     )
     assert app.link.value("HostNetworkingUdpIdleTimeoutSeconds") == "soon"  # asked, not answered
     pump_until(lambda: bool(refused), 10, "the refusal")
