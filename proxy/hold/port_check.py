@@ -7,18 +7,14 @@ the listening hash, and keeps those on the port: tens of microseconds with a few
 
 from __future__ import annotations
 
-import ctypes
-import ctypes.util
-import os
 import socket
-import threading
 from collections.abc import Container
 
 from proxy.discovery import listener_of
 from proxy.listeners import Listener, Proto
+from proxy.netns_entry import call_in_netns
 from proxy.sock_diag import TCP_CLOSE, TCP_LISTEN, SockDiag, parse_dump
 
-CLONE_NEWNET = 0x40000000
 _STATES = {"tcp": 1 << TCP_LISTEN, "udp": 1 << TCP_CLOSE}
 _PROTOCOLS = {"tcp": socket.IPPROTO_TCP, "udp": socket.IPPROTO_UDP}
 
@@ -50,28 +46,5 @@ class PortCheck:
 
 def port_check_in(netns_path: str) -> PortCheck:
     """A PortCheck of the network namespace at ``netns_path``: a short-lived thread enters
-    it and opens the netlink socket, which keeps that namespace. Needs CAP_SYS_ADMIN there
-    (a root daemon and the namespace VM it made); OSError otherwise."""
-    made: list[PortCheck] = []
-    failed: list[BaseException] = []
-
-    def enter() -> None:
-        try:
-            fd = os.open(netns_path, os.O_RDONLY | os.O_CLOEXEC)
-            try:
-                libc = ctypes.CDLL(ctypes.util.find_library("c"), use_errno=True)
-                if libc.setns(fd, CLONE_NEWNET) != 0:
-                    error = ctypes.get_errno()
-                    raise OSError(error, f"setns {netns_path}: {os.strerror(error)}")
-            finally:
-                os.close(fd)
-            made.append(PortCheck())
-        except BaseException as exc:  # handed to the caller below
-            failed.append(exc)
-
-    thread = threading.Thread(target=enter, name="port-check-setns")
-    thread.start()
-    thread.join()
-    if failed:
-        raise failed[0]
-    return made[0]
+    it and opens the netlink socket, which keeps that namespace. OSError if it cannot."""
+    return call_in_netns(netns_path, PortCheck, name="port-check-setns")

@@ -12,18 +12,15 @@ needs more than the daemon has); the agent's hand-over serves everywhere else.
 
 from __future__ import annotations
 
-import ctypes
-import ctypes.util
 import errno
-import os
 import socket
 import threading
 import time
 from collections import deque
 
 from proxy.errors import HostnetOSError
+from proxy.netns_entry import enter_netns
 
-CLONE_NEWNET = 0x40000000
 POOL_TARGET = 64
 """Sockets kept ready per kind; the thread refills when half are taken."""
 
@@ -34,13 +31,6 @@ Kind = tuple[int, int]  # (family, type)
 
 class NamespaceSocketsError(HostnetOSError):
     """The namespace cannot be entered; the caller keeps using the agent."""
-
-
-def _setns(fd: int) -> None:
-    libc = ctypes.CDLL(ctypes.util.find_library("c"), use_errno=True)
-    if libc.setns(fd, CLONE_NEWNET) != 0:
-        error = ctypes.get_errno()
-        raise NamespaceSocketsError(error, f"setns: {os.strerror(error)}")
 
 
 class NamespaceSockets:
@@ -73,11 +63,7 @@ class NamespaceSockets:
 
     def _run(self) -> None:
         try:
-            fd = os.open(self.netns_path, os.O_RDONLY | os.O_CLOEXEC)
-            try:
-                _setns(fd)
-            finally:
-                os.close(fd)
+            enter_netns(self.netns_path)
         except BaseException as exc:  # reported to start(), which raises it
             self._error = exc
             self._ready.set()
