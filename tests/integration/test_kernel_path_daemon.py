@@ -25,7 +25,7 @@ from tests.integration.vm_helpers import free_port, wait_for
 
 pytestmark = [
     pytest.mark.skipif(os.geteuid() != 0, reason="named network namespaces and nft need root"),
-    pytest.mark.skipif(not nft_available(), reason="nft(8) missing: apt install nftables"),
+    pytest.mark.skipif(not nft_available(), reason="libnftables missing: apt install nftables"),
 ]
 
 

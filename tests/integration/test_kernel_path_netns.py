@@ -17,7 +17,7 @@ from tests.integration.nat_namespaces import NatPair, nat_pair
 
 pytestmark = [
     pytest.mark.skipif(os.geteuid() != 0, reason="network namespaces and nft need root"),
-    pytest.mark.skipif(not nft_available(), reason="nft(8) missing: apt install nftables"),
+    pytest.mark.skipif(not nft_available(), reason="libnftables missing: apt install nftables"),
 ]
 
 PORT = 7411

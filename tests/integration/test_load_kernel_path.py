@@ -22,7 +22,7 @@ from tests.reliability.load_limits import raise_in_namespace, raised_limits
 
 pytestmark = [
     pytest.mark.skipif(os.geteuid() != 0, reason="named network namespaces and nft need root"),
-    pytest.mark.skipif(not nft_available(), reason="nft(8) missing: apt install nftables"),
+    pytest.mark.skipif(not nft_available(), reason="libnftables missing: apt install nftables"),
 ]
 
 CLIENT_RESERVE = 2000
