@@ -56,13 +56,19 @@ class FlowResender:
             self._raw.close()
             self._raw = None
 
-    def resend(self, packets: list[bytes]) -> int:
-        """Forget the packets' flows in conntrack, then send the packets again in order.
-        Returns how many were sent; a packet this cannot read is skipped."""
+    def forget(self, packets: list[bytes]) -> None:
+        """Delete the conntrack entries of these packets' flows, so that the same packets
+        sent again make new entries, which the NAT rules take."""
+        flows = {flow for flow in map(_flow_of, packets) if flow is not None}
+        if self._raw is not None and flows:
+            _forget(flows)
+
+    def send(self, packets: list[bytes]) -> int:
+        """Send the packets again in order (after ``forget``). Returns how many were sent;
+        a packet this cannot read is skipped."""
         raw = self._raw
         if raw is None:
             return 0
-        _forget({flow for flow in map(_flow_of, packets) if flow is not None})
         sent = 0
         for packet in packets:
             ready = resendable(packet)

@@ -39,7 +39,9 @@ Mirror = Callable[[Proto, int, list[str]], Coroutine[Any, Any, None]]
 """Make this side's mirrors of the other side's listeners on ``proto`` ``port``."""
 HoldBack = Callable[[Proto, int, float], None]
 """Keep this side's mirrors of ``proto`` ``port`` from starting for so many seconds, or until
-``mirror`` is called for it."""
+``mirror`` is called for it (or ``let_start``)."""
+LetStart = Callable[[Proto, int], None]
+"""End a ``HoldBack`` early: the held port gets no mirror from the hold after all."""
 KernelFirst = Callable[[Proto, int, list[str]], Awaitable[bool]]
 """Put ``proto`` ``port``, listening on the other side's ``hosts``, in the kernel path's
 rules if its IPv4 mirror will qualify; True if the rules carry it now."""
@@ -72,6 +74,7 @@ class HoldSide:
         mirror: Mirror,
         nobody_there: NobodyThere = cannot_look,
         hold_back: HoldBack = lambda proto, port, seconds: None,
+        let_start: LetStart = lambda proto, port: None,
     ) -> None:
         self.other = other
         self.own_inodes = own_inodes
@@ -80,6 +83,7 @@ class HoldSide:
         self.mirror = mirror
         self.nobody_there = nobody_there
         self.hold_back = hold_back
+        self.let_start = let_start
         self.check: PortCheck | None = None
         self.kernel_first: KernelFirst = no_kernel_path
         self.hold = PortHold(self._make_ready)
@@ -120,26 +124,38 @@ class HoldSide:
 
     async def _make_ready(self, target: Destination) -> Finish | None:
         """Ready the port for a held packet. For a UDP port the kernel path carries now,
-        the mirror is made by the returned ``Finish``, after the packets are resent."""
+        the mirror is made by the returned ``Finish``, after the packets are resent.
+
+        A UDP port's mirror is held back from the first held packet on, before the other
+        side is asked: discovery may see the new listener during that round trip, and a
+        mirror it made then would take the flow's later packets by the relay (the flow's
+        conntrack entry is not NATed until the hold resends it)."""
         check = self.check
         if check is None or check.listeners(target.proto, target.port, self.own_inodes()):
             return None  # a program on this side listens by now: the packet is for it
-        if self.nobody_there(target.proto, target.port):
+        if self.nobody_there(target.proto, target.port) or self.ask is None:
             return None
-        if self.ask is None:
-            return None
+        proto, port = target.proto, target.port
+        if proto == "udp":
+            self.hold_back(proto, port, self.hold.decide_timeout)
+        finish: Finish | None = None
         try:
-            answer = await self.ask(target.proto, target.port)
+            finish = await self._mirror_or_finish(self.ask, proto, port)
+        finally:
+            if proto == "udp" and finish is None:
+                self.let_start(proto, port)  # mirrored by now, or nothing to mirror
+        return finish
+
+    async def _mirror_or_finish(self, ask: Ask, proto: Proto, port: int) -> Finish | None:
+        try:
+            answer = await ask(proto, port)
         except (OSError, HostnetError) as exc:
-            log.info("held %s port %d: the %s did not answer: %s", *target.key, self.other, exc)
+            log.info("held %s port %d: the %s did not answer: %s", proto, port, self.other, exc)
             return None
         if answer is None or not answer.hosts:
             return None
-        proto, port, hosts = target.proto, target.port, answer.hosts
-        if proto == "udp":
-            # Until the packets are resent, discovery must not make the mirror either.
-            self.hold_back(proto, port, self.hold.decide_timeout)
-            if answer.kernel or await self.kernel_first(proto, port, hosts):
-                return functools.partial(self.mirror, proto, port, hosts)
+        hosts = answer.hosts
+        if proto == "udp" and (answer.kernel or await self.kernel_first(proto, port, hosts)):
+            return functools.partial(self.mirror, proto, port, hosts)
         await self.mirror(proto, port, hosts)  # lets discovery's mirror start too
         return None

@@ -54,6 +54,10 @@ QUEUE_TRIES: Final = 256
 SOL_NETLINK: Final = 270
 NETLINK_NO_ENOBUFS: Final = 5
 RECV_BUFFER: Final = 1 << 20
+READ_BATCHES: Final = 64
+"""Reads of the queue per wake-up of the event loop, so a flood cannot starve the loop."""
+READ_TO_END_BATCHES: Final = 4096
+"""Reads before a resend: the whole queue, short of a flood that never lets it empty."""
 _INT: Final = struct.Struct("=i")
 
 DecisionKey = tuple[str, int]
@@ -134,10 +138,14 @@ class PortHold:
         self.resender.close()
 
     def _on_readable(self) -> None:
+        self._read_queue(READ_BATCHES)
+
+    def _read_queue(self, batches: int) -> None:
+        """Take up to ``batches`` reads of queued packets; fewer once the queue is empty."""
         sock = self._queue_sock
         if sock is None:
             return
-        for _ in range(64):
+        for _ in range(batches):
             try:
                 size = sock.recv_into(self._buffer)
             except BlockingIOError:
@@ -197,20 +205,42 @@ class PortHold:
     async def _resend_then(self, key: DecisionKey, finish: Finish) -> None:
         """Drop the held IPv4 packets from the queue and send them again through the NAT
         rules, then ``finish``; the other packets (``::1``, which the rules do not carry)
-        stay held until then. Without a raw socket, ``finish`` first and all are let go."""
+        stay held until then. Without a raw socket, ``finish`` first and all are let go.
+
+        The client may still be sending when the rules go in (they take a millisecond): its
+        packets match the flow's old entry and are queued until that entry is deleted, and
+        after that they take the rules. So the queue is read to its end before the entries
+        go and again right after, and everything held is sent in the order it came; what
+        the kernel queued while ``finish`` ran is sent again too, not let go to the mirror."""
         sock = self._queue_sock
-        if sock is not None and self.resender.available:
-            again: list[bytes] = []
-            kept: list[tuple[int, bytes]] = []
-            for packet_id, payload in self._waiting.get(key, []):
-                if can_resend(payload):
-                    _send(sock, verdict_message(self.queue, packet_id, NF_DROP))
-                    again.append(payload)
-                else:
-                    kept.append((packet_id, payload))
-            self._waiting[key] = kept
-            self.counters.resent += self.resender.resend(again)
+        if sock is None or not self.resender.available:
+            await finish()
+            return
+        held = self._take_resendable(key)
+        self.resender.forget(held)
+        late = self._take_resendable(key)
+        self.resender.forget(late)  # a flow that began meanwhile
+        self.counters.resent += self.resender.send(held + late)
         await finish()
+        straggling = self._take_resendable(key)
+        self.resender.forget(straggling)
+        self.counters.resent += self.resender.send(straggling)
+
+    def _take_resendable(self, key: DecisionKey) -> list[bytes]:
+        """Read the queue to its end, then drop from it this port's held packets that can be
+        sent again and return them, oldest first; the others stay held."""
+        self._read_queue(READ_TO_END_BATCHES)
+        sock = self._queue_sock
+        again: list[bytes] = []
+        kept: list[tuple[int, bytes]] = []
+        for packet_id, payload in self._waiting.get(key, []):
+            if sock is not None and can_resend(payload):
+                _send(sock, verdict_message(self.queue, packet_id, NF_DROP))
+                again.append(payload)
+            else:
+                kept.append((packet_id, payload))
+        self._waiting[key] = kept
+        return again
 
 
 def _send(sock: socket.socket, data: bytes) -> None:

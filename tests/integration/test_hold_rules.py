@@ -9,7 +9,6 @@ import os
 import socket
 import subprocess
 import sys
-import threading
 import uuid
 from collections.abc import Callable, Coroutine, Iterator
 from typing import Any, TypeVar
@@ -18,8 +17,9 @@ import pytest
 
 from proxy.hold.hold_rules import install
 from proxy.hold.packet_head import Destination
-from proxy.hold.port_hold import PortHold
-from vm.transport.namespace_sockets import _setns
+from proxy.hold.port_hold import Finish, PortHold
+from proxy.nat.nft import run_nft
+from proxy.netns_entry import call_in_netns
 
 pytestmark = pytest.mark.skipif(os.geteuid() != 0, reason="network namespaces need root")
 
@@ -39,26 +39,7 @@ def netns() -> Iterator[str]:
 
 def inside(path: str, scenario: Callable[[], Coroutine[Any, Any, T]]) -> T:
     """Run ``scenario`` on an event loop in a thread that entered the namespace at ``path``."""
-    result: list[T] = []
-    errors: list[BaseException] = []
-
-    def run() -> None:
-        try:
-            fd = os.open(path, os.O_RDONLY)
-            try:
-                _setns(fd)
-            finally:
-                os.close(fd)
-            result.append(asyncio.run(scenario()))
-        except BaseException as exc:
-            errors.append(exc)
-
-    thread = threading.Thread(target=run)
-    thread.start()
-    thread.join(60)
-    if errors:
-        raise errors[0]
-    return result[0]
+    return call_in_netns(path, lambda: asyncio.run(scenario()))
 
 
 async def tcp_connect(host: str, port: int) -> str:
@@ -119,6 +100,64 @@ def test_first_packets_to_ports_without_a_socket_are_held_then_let_go(netns: str
         ("udp", "127.0.0.1", 7002),
     ]  # the port with a listener was never held
     assert counters["held"] == 4 and counters["timeouts"] == 0
+
+
+def test_packets_queued_while_the_rules_go_in_are_all_sent_again_in_order(netns: str) -> None:
+    """A client that keeps sending while the decision runs: packets the kernel queued that the
+    hold had not read yet when the rules went in are sent again with the held ones, in the
+    order they came, not let go to whatever listens by then. The rules are a NAT rule of the
+    test's own, 127.0.0.1:7200 -> 127.0.0.1:7201, put in by the decision."""
+    redirect = {"nftables": [
+        {"add": {"table": {"family": "ip", "name": "hold_test"}}},
+        {"add": {"chain": {"family": "ip", "table": "hold_test", "name": "out", "type": "nat",
+                           "hook": "output", "prio": -100, "policy": "accept"}}},
+        {"add": {"rule": {"family": "ip", "table": "hold_test", "chain": "out", "expr": [
+            {"match": {"op": "==", "left": {"payload": {"protocol": "udp", "field": "dport"}},
+                       "right": 7200}},
+            {"dnat": {"addr": "127.0.0.1", "port": 7201}}]}}},
+    ]}  # fmt: skip
+
+    async def scenario() -> tuple[list[bytes], set[Any], dict[str, float]]:
+        receiver = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        receiver.bind(("127.0.0.1", 7201))
+        receiver.settimeout(2)
+        client = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        client.connect(("127.0.0.1", 7200))
+        decisions = 0
+
+        async def finish() -> None:
+            return None
+
+        async def ready(target: Destination) -> Finish | None:
+            nonlocal decisions
+            decisions += 1
+            if decisions > 1:
+                return None  # as when a mirror listens by now: the packet goes to it
+            for index in range(10, 20):  # queued, not yet read by the hold
+                client.send(b"d%02d" % index)
+            run_nft(redirect)
+            return finish
+
+        hold = PortHold(ready)
+        hold.start()
+        try:
+            for index in range(10):
+                client.send(b"d%02d" % index)
+            while hold.counters.decisions < 1:
+                await asyncio.sleep(0.01)
+            for index in range(20, 30):
+                client.send(b"d%02d" % index)
+            seen = [receiver.recvfrom(64) for _ in range(30)]
+        finally:
+            await hold.stop()
+            client.close()
+            receiver.close()
+        return [data for data, _ in seen], {peer for _, peer in seen}, hold.counters.as_dict()
+
+    data, peers, counters = inside(netns, scenario)
+    assert data == [b"d%02d" % index for index in range(30)]
+    assert len(peers) == 1  # the client's own port throughout
+    assert counters["resent"] == 20
 
 
 def test_a_slow_decision_lets_the_packet_go_after_the_timeout(netns: str) -> None:

@@ -84,6 +84,7 @@ class Peer:
             ask=probe_remote,
             mirror=self._mirror_remote_port,
             hold_back=self.mirrors.hold_back,
+            let_start=self.mirrors.let_start,
         )
         self.remote: set[ListenerKey] = set()
         self.reported: set[WireListener] = set()
