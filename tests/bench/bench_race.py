@@ -7,6 +7,9 @@ so new ports wait for discovery. Figures, each beside its baseline from the same
 - listen() in the VM returning -> the host's first successful connect (TCP, IPv4), p50 and
   p99 over ``BENCH_RACE_TRIALS`` (default 1,000) trials; the client retries a refusal at once;
 - the same, host server and VM client;
+- bind() of a UDP server returning -> the first datagram answered, both ways, p50 and p99 over
+  ``UDP_TRIALS``; the client sends again every 5 ms. Held, such a port goes on the kernel
+  path's rules before its first datagram is let go (each trial adds a port to them);
 - how long a connection to a port closed on both sides takes to be refused, held (the probe
   of the other side) beside direct (no hold), p50;
 - connections per second through an existing mirror (median of three runs), with the hold
@@ -29,11 +32,18 @@ from typing import Any
 from tests.bench.figures import figure
 from tests.bench.smoke_mode import full_or_smoke
 from tests.bench.tools import REPO, BenchError
-from tests.integration.race_world import RaceWorld, first_connect, race_world, refusal
+from tests.integration.race_world import (
+    RaceWorld,
+    first_answer_udp,
+    first_connect,
+    race_world,
+    refusal,
+)
 from tests.integration.vm_helpers import wait_for
 
 TRIALS = full_or_smoke(int(os.environ.get("BENCH_RACE_TRIALS", "1000")), 5)
 REFUSALS = full_or_smoke(300, 5)
+UDP_TRIALS = full_or_smoke(int(os.environ.get("BENCH_RACE_UDP_TRIALS", "200")), 5)
 CONN_SECONDS = full_or_smoke(float(os.environ.get("BENCH_RACE_CONN_S", "4")), 0.5)
 CONN_RUNS = full_or_smoke(3, 1)
 SMOKE_MARKS = ("root", "slow")  # two daemons on namespace VMs: seconds even when quiet
@@ -90,11 +100,20 @@ def _measure(hold: bool, first_port: int) -> dict[str, Any]:
         family = socket.AF_INET
         vm_first = _times(lambda: first_connect(world, "vm", family), TRIALS)
         host_first = _times(lambda: first_connect(world, "host", family), TRIALS)
+        vm_udp = _times(lambda: first_answer_udp(world, "vm", family), UDP_TRIALS)
+        host_udp = _times(lambda: first_answer_udp(world, "host", family), UDP_TRIALS)
         refused = _times(lambda: refusal(world, "host", "tcp", family), REFUSALS)
         rate = statistics.median(
             _conn_rate(world, first_port + 9000 + run) for run in range(CONN_RUNS)
         )
-        return {"vm": vm_first, "host": host_first, "refused": refused, "rate": rate}
+        return {
+            "vm": vm_first,
+            "host": host_first,
+            "vm-udp": vm_udp,
+            "host-udp": host_udp,
+            "refused": refused,
+            "rate": rate,
+        }
 
 
 def run() -> list[dict[str, Any]]:
@@ -103,7 +122,12 @@ def run() -> list[dict[str, Any]]:
     before = _measure(hold=False, first_port=21000)
     after = _measure(hold=True, first_port=24000)
     rows: list[dict[str, Any]] = []
-    for side, what in (("vm", "VM listen -> host connect"), ("host", "host listen -> VM connect")):
+    for side, what in (
+        ("vm", "VM listen -> host connect"),
+        ("host", "host listen -> VM connect"),
+        ("vm-udp", "VM UDP bind -> host answered"),
+        ("host-udp", "host UDP bind -> VM answered"),
+    ):
         for label, share in (("p50", 0.5), ("p99", 0.99)):
             rows.append(
                 figure(

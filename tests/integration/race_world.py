@@ -186,3 +186,35 @@ def first_connect(world: RaceWorld, server_side: str, family: int, give_up: floa
         raise TimeoutError(f"no connection to port {port} within {give_up} s")
     finally:
         server.close()
+
+
+def first_answer_udp(
+    world: RaceWorld, server_side: str, family: int, give_up: float = 5.0, retry: float = 0.005
+) -> float:
+    """Seconds from a UDP bind() on ``server_side`` returning to the first datagram from the
+    other side that the server answers and the client hears back; the client sends again
+    every ``retry`` seconds until then (a datagram to a port nobody serves yet is lost).
+    Raises TimeoutError after ``give_up``."""
+    client_side = "vm" if server_side == "host" else "host"
+    port = next(world.ports)
+    server = _server(world.side(server_side), "udp", family, port)
+    server.settimeout(retry)
+    client = world.side(client_side).take(family, socket.SOCK_DGRAM)
+    client.settimeout(retry)
+    started = time.perf_counter()
+    try:
+        client.connect((LOOPBACK[family], port))
+        while time.perf_counter() - started < give_up:
+            try:
+                client.send(b"ping")
+                data, peer = server.recvfrom(64)
+                if data == b"ping":
+                    server.sendto(b"pong", peer)
+                    if client.recv(4) == b"pong":
+                        return time.perf_counter() - started
+            except OSError:  # lost, refused (ICMP) or not yet answered: send again
+                pass
+        raise TimeoutError(f"no answer on UDP port {port} within {give_up} s")
+    finally:
+        client.close()
+        server.close()
