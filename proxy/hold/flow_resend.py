@@ -56,12 +56,17 @@ class FlowResender:
             self._raw.close()
             self._raw = None
 
-    def forget(self, packets: list[bytes]) -> None:
+    def forget(
+        self, packets: list[bytes], already: frozenset[Flow] = frozenset()
+    ) -> frozenset[Flow]:
         """Delete the conntrack entries of these packets' flows, so that the same packets
-        sent again make new entries, which the NAT rules take."""
-        flows = {flow for flow in map(_flow_of, packets) if flow is not None}
+        sent again make new entries, which the NAT rules take. Flows in ``already`` are left
+        alone: their entry now is the NATed one a resend made. Returns the flows forgotten
+        so far (``already`` with these)."""
+        flows = {flow for flow in map(_flow_of, packets) if flow is not None} - already
         if self._raw is not None and flows:
             _forget(flows)
+        return already | flows
 
     def send(self, packets: list[bytes]) -> int:
         """Send the packets again in order (after ``forget``). Returns how many were sent;

@@ -211,19 +211,21 @@ class PortHold:
         packets match the flow's old entry and are queued until that entry is deleted, and
         after that they take the rules. So the queue is read to its end before the entries
         go and again right after, and everything held is sent in the order it came; what
-        the kernel queued while ``finish`` ran is sent again too, not let go to the mirror."""
+        the kernel queued while ``finish`` ran is sent again too, not let go to the mirror.
+        A flow's entry is deleted once only: later, its entry is the NATed one the resend
+        made, which the replies on their way need."""
         sock = self._queue_sock
         if sock is None or not self.resender.available:
             await finish()
             return
         held = self._take_resendable(key)
-        self.resender.forget(held)
+        forgotten = self.resender.forget(held)
         late = self._take_resendable(key)
-        self.resender.forget(late)  # a flow that began meanwhile
+        forgotten = self.resender.forget(late, forgotten)  # only a flow that began meanwhile
         self.counters.resent += self.resender.send(held + late)
         await finish()
         straggling = self._take_resendable(key)
-        self.resender.forget(straggling)
+        self.resender.forget(straggling, forgotten)
         self.counters.resent += self.resender.send(straggling)
 
     def _take_resendable(self, key: DecisionKey) -> list[bytes]:
