@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import ctypes
 import ctypes.util
+import functools
 import os
 import threading
 from collections.abc import Callable
@@ -22,12 +23,17 @@ CLONE_NEWNET = 0x40000000
 Result = TypeVar("Result")
 
 
+@functools.cache
+def _libc() -> ctypes.CDLL:
+    """libc, found once: find_library runs ldconfig(8), milliseconds a time."""
+    return ctypes.CDLL(ctypes.util.find_library("c"), use_errno=True)
+
+
 def enter_netns(netns_path: str) -> None:
     """Move the calling thread into the network namespace at ``netns_path``; OSError if not."""
     fd = os.open(netns_path, os.O_RDONLY | os.O_CLOEXEC)
     try:
-        libc = ctypes.CDLL(ctypes.util.find_library("c"), use_errno=True)
-        if libc.setns(fd, CLONE_NEWNET) != 0:
+        if _libc().setns(fd, CLONE_NEWNET) != 0:
             error = ctypes.get_errno()
             raise OSError(error, f"setns {netns_path}: {os.strerror(error)}")
     finally:
