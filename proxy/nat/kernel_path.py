@@ -116,12 +116,20 @@ class KernelPath:
             await self._host({"nftables": table["nftables"] + ports["nftables"]})
 
     async def refresh_counters(self) -> None:
-        """Read every port's named counters from the host table."""
-        async with self._lock:
-            if not self._started or not self.carried:
-                return
+        """Read every port's named counters from the host table. Not under the lock: the
+        listing takes milliseconds with hundreds of ports, and a held first packet waiting
+        for ``set_ports`` must not wait for it too. A port added meanwhile reads as zero
+        until the next refresh."""
+        carried = self.carried
+        if not self._started or not carried:
+            return
+        try:
             answer = await self._host(ruleset.list_counters(self.link.table))
-        self._counters = counters_from(answer, self.carried)
+        except NftError:
+            if self._started:
+                raise
+            return  # closed meanwhile: the table went with it
+        self._counters = counters_from(answer, carried & self.carried)
 
     def counters(self, key: PortKey) -> ForwardCounters | None:
         """What the kernel carried for ``key`` since it was added; None if not carried."""
