@@ -3,6 +3,7 @@ counters, the loopback guard, replacement without dropping a connection, and rem
 
 from __future__ import annotations
 
+import asyncio
 import os
 import subprocess
 import sys
@@ -163,6 +164,26 @@ async def test_close_removes_both_tables_and_route_localnet(pair: NatPair) -> No
     assert table not in pair.nft("vm", "list", "tables")
     assert pair.sysctl("host", pair.link.host_if) == "0"
     assert pair.sysctl("vm", pair.link.vm_if) == "0"
+
+
+async def test_counters_read_while_ports_change_or_the_path_closes(pair: NatPair) -> None:
+    """The counters are read outside the rules' lock: a port added during a read is carried
+    at once (and reads as zero until the next read), and a read the close overtook ends
+    quietly rather than with the missing table's error."""
+    path = await carry(pair, ("to_vm", "tcp", PORT))
+    added = ("to_vm", "udp", PORT + 1)
+    reading = asyncio.ensure_future(path.refresh_counters())
+    await path.set_ports({("to_vm", "tcp", PORT), added})
+    await reading
+    assert added in path.carried
+    assert path.counters(added) is not None
+    await path.refresh_counters()
+    assert path.counters(added) is not None
+    reading = asyncio.ensure_future(path.refresh_counters())
+    await asyncio.sleep(0)  # the read is on its way
+    await path.close()
+    await reading
+    assert path.counters(added) is None
 
 
 def test_stale_host_tables_of_vanished_links_are_removed_and_live_ones_kept() -> None:
