@@ -59,7 +59,7 @@ def kernel_path_for(setting: str, backend: Backend | None, *, expose_all: bool) 
         name = backend.name if backend is not None else "no"
         return f"the {name} backend has no kernel link (the namespace VM as root has one)"
     if not nft_available():
-        return "libnftables is missing: install the nftables package (it brings libnftables1)"
+        return "nftables is missing (libnftables and nft(8)): install the nftables package"
     nat_link = NatLink(link.host_if, link.vm_if, link.host_ip, link.vm_ip)
     return KernelPath(nat_link, link.netns_path, expose_all=expose_all)
 

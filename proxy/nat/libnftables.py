@@ -6,6 +6,12 @@ child and 25-45 ms for one started from a busy daemon. Each call makes a context
 and frees it, so a context never outlives the namespace its netlink socket was made in (a
 kept socket would keep a deleted VM namespace, and its link, alive). One lock serialises the
 calls: libnftables makes no promise about contexts used from several threads at once.
+
+libnftables (1.0.6, Debian 12's) waits on its netlink socket with select(2), and glibc aborts
+the whole process ("bit out of range 0 - FD_SETSIZE on fd_set") when that socket's number is
+1024 or more: a daemon mirroring a thousand ports has that many descriptors. So the library
+is called in this process only while its descriptor table is small (``select_safe``), and
+otherwise nft(8) runs as a child, which starts with three descriptors.
 """
 
 from __future__ import annotations
@@ -14,12 +20,29 @@ import ctypes
 import ctypes.util
 import threading
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Final
 
 LIBRARY: Final = "libnftables.so.1"
 NFT_CTX_DEFAULT: Final = 0
 NFT_CTX_OUTPUT_JSON: Final = 1 << 4
 """``enum nft_output_flags`` in nftables/libnftables.h: what ``nft -j`` sets."""
+SELECT_SAFE_TABLE: Final = 512
+"""The largest descriptor table (``FDSize``) for which a new socket is surely below select(2)'s
+1024, with room for the sockets other threads open meanwhile."""
+
+
+def select_safe(status: Path = Path("/proc/self/status")) -> bool:
+    """Whether every descriptor of this process is below SELECT_SAFE_TABLE: the kernel sizes
+    the table to hold the highest one, and never shrinks it, so once the process has had
+    that many this stays False."""
+    try:
+        for line in status.read_text().splitlines():
+            if line.startswith("FDSize:"):
+                return int(line.split()[1]) <= SELECT_SAFE_TABLE
+    except (OSError, ValueError, IndexError):
+        pass
+    return False
 
 
 @dataclass(frozen=True)

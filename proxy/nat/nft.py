@@ -1,8 +1,10 @@
-"""Running libnftables JSON documents on the host or inside a namespace, in this process.
+"""Running libnftables JSON documents on the host or inside a namespace.
 
 Documents are JSON for libnftables (what ``nft -j -f -`` reads); nothing is ever put
-together as a shell string. A namespace is entered by a short-lived thread (setns), which
-leaves the rest of the process, and its mounts, where they are.
+together as a shell string. They run in this process where that is safe (see
+proxy/nat/libnftables.py), a namespace entered by a short-lived thread (setns), which leaves
+the rest of the process, and its mounts, where they are; otherwise ``nft -j -f -`` runs as a
+child, in a namespace under ``nsenter --net=`` (setns too, unlike ``ip netns exec``).
 """
 
 from __future__ import annotations
@@ -10,14 +12,17 @@ from __future__ import annotations
 import asyncio
 import json
 import os
+import shutil
+import subprocess
 from pathlib import Path
 from typing import Any
 
 from proxy.errors import HostnetError
-from proxy.nat.libnftables import NftAnswer, libnftables
+from proxy.nat.libnftables import NftAnswer, libnftables, select_safe
 from proxy.nat.ruleset import Document
 from proxy.netns_entry import call_in_netns
 
+NFT_TIMEOUT = 10.0
 FALL_BACK = "set HostNetworkingDataPath to proxy to carry every port in user space"
 
 
@@ -26,7 +31,7 @@ class NftError(HostnetError):
 
 
 def nft_available() -> bool:
-    return libnftables() is not None
+    return libnftables() is not None and shutil.which("nft") is not None
 
 
 def _where(netns: str | None) -> str:
@@ -35,8 +40,8 @@ def _where(netns: str | None) -> str:
 
 def _missing() -> NftError:
     return NftError(
-        "the kernel path needs libnftables, which is not installed",
-        f"install the nftables package (it brings libnftables1), or {FALL_BACK}",
+        "the kernel path needs libnftables and nft(8), which are not installed",
+        f"install the nftables package, or {FALL_BACK}",
     )
 
 
@@ -52,21 +57,42 @@ def run_nft(document: Document, *, netns: str | None = None) -> dict[str, Any]:
     if not document["nftables"]:
         return {"nftables": []}
     lib = libnftables()
-    if lib is None:
+    if lib is None or not nft_available():
         raise _missing()
     text = json.dumps(document)
     try:
-        answer: NftAnswer = (
-            lib.run(text)
-            if netns is None
-            else call_in_netns(netns, lambda: lib.run(text), name="nft-setns")
-        )
-    except OSError as exc:
+        if not select_safe():
+            answer = _run_child(text, netns)
+        elif netns is None:
+            answer = lib.run(text)
+        else:
+            answer = call_in_netns(netns, lambda: lib.run(text), name="nft-setns")
+    except (OSError, subprocess.TimeoutExpired) as exc:
         raise NftError(f"nftables could not run {_where(netns)}: {exc}", FALL_BACK) from exc
     if answer.code != 0:
-        message = answer.error.strip() or f"libnftables returned {answer.code}"
+        message = answer.error.strip() or f"nftables returned {answer.code}"
         raise NftError(f"nftables refused the rules {_where(netns)}: {message}", FALL_BACK)
     return _parse(answer.output)
+
+
+def _run_child(text: str, netns: str | None) -> NftAnswer:
+    """``nft -j -f -`` as a child, the document on its stdin from an in-memory file (nft
+    reopens /dev/stdin, which works for a file but not for every kind of pipe)."""
+    argv = ["nft", "-j", "-f", "-"]
+    if netns is not None:
+        argv = ["nsenter", f"--net={netns}", *argv]
+    stdin = os.memfd_create("nft-document", os.MFD_CLOEXEC)
+    try:
+        os.write(stdin, text.encode())
+        os.lseek(stdin, 0, os.SEEK_SET)
+        done = subprocess.run(
+            argv, stdin=stdin, capture_output=True, timeout=NFT_TIMEOUT, check=False
+        )
+    finally:
+        os.close(stdin)
+    return NftAnswer(
+        done.returncode, done.stdout.decode(errors="replace"), done.stderr.decode(errors="replace")
+    )
 
 
 async def run_nft_async(document: Document, *, netns: str | None = None) -> dict[str, Any]:

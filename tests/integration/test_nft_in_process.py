@@ -7,6 +7,7 @@ from __future__ import annotations
 import asyncio
 import os
 import subprocess
+import sys
 import threading
 from collections.abc import Iterator
 
@@ -112,3 +113,36 @@ def test_a_call_does_not_keep_the_namespace_it_entered() -> None:
             break
         threading.Event().wait(0.05)
     assert not os.path.exists(f"/sys/class/net/{here}")
+
+
+def test_a_process_with_over_a_thousand_descriptors_runs_nft_as_a_child(pair: NatPair) -> None:
+    """libnftables 1.0.6 waits with select(2), and glibc aborts the process when the socket's
+    number is 1024 or more: a daemon with a thousand mirrors died so ("bit out of range 0 -
+    FD_SETSIZE on fd_set"). With that many descriptors open, the rules still go in, through
+    an nft(8) child. In a process of its own, so this test's descriptors stay few."""
+    script = (
+        "import os, sys\n"
+        "from proxy.nat import ruleset\n"
+        "from proxy.nat.libnftables import select_safe\n"
+        "from proxy.nat.nft import run_nft\n"
+        "from proxy.nat.ruleset import NatLink\n"
+        "held = [os.open('/dev/null', os.O_RDONLY) for _ in range(1100)]\n"
+        "assert not select_safe()\n"
+        "link = NatLink(*sys.argv[2:6])\n"
+        "run_nft(ruleset.vm_table(link), netns=sys.argv[1])\n"
+        "run_nft(ruleset.vm_ports(link, add=[('to_vm', 'tcp', 7411)]), netns=sys.argv[1])\n"
+        "print(len(run_nft(ruleset.list_tables(), netns=sys.argv[1])['nftables']))\n"
+    )
+    link = pair.link
+    done = subprocess.run(
+        [sys.executable, "-c", script, pair.vm_path,
+         link.host_if, link.vm_if, link.host_ip, link.vm_ip],
+        capture_output=True, text=True, timeout=60, check=False,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    assert "7411" in pair.nft("vm", "list", "table", "ip", link.table)
+    assert table_count(done.stdout) >= 2  # the metainfo item and our table
+
+
+def table_count(output: str) -> int:
+    return int(output.strip().splitlines()[-1])
