@@ -10,10 +10,12 @@ child, in a namespace under ``nsenter --net=`` (setns too, unlike ``ip netns exe
 from __future__ import annotations
 
 import asyncio
+import functools
 import json
 import os
 import shutil
 import subprocess
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
@@ -23,6 +25,11 @@ from proxy.nat.ruleset import Document
 from proxy.netns_entry import call_in_netns
 
 NFT_TIMEOUT = 10.0
+NFT_THREADS = 3
+_threads = ThreadPoolExecutor(NFT_THREADS, thread_name_prefix="nft")
+"""nftables' own threads: an nft(8) child takes tens of milliseconds on a loaded machine, and
+a burst of them in the event loop's default executor kept the daemon's other blocking work
+(the port list's owners, the settings file) waiting past the control API's timeout."""
 FALL_BACK = "set HostNetworkingDataPath to proxy to carry every port in user space"
 
 
@@ -60,6 +67,8 @@ def run_nft(document: Document, *, netns: str | None = None) -> dict[str, Any]:
     if lib is None or not nft_available():
         raise _missing()
     text = json.dumps(document)
+    if netns is not None and not os.path.exists(netns):
+        raise NftError(f"nftables could not run {_where(netns)}: it does not exist", FALL_BACK)
     try:
         if not select_safe():
             answer = _run_child(text, netns)
@@ -99,7 +108,9 @@ async def run_nft_async(document: Document, *, netns: str | None = None) -> dict
     """``run_nft`` in a worker thread, so the event loop goes on meanwhile."""
     if not document["nftables"]:
         return {"nftables": []}
-    return await asyncio.to_thread(run_nft, document, netns=netns)
+    return await asyncio.get_running_loop().run_in_executor(
+        _threads, functools.partial(run_nft, document, netns=netns)
+    )
 
 
 def write_sysctl(key: str, value: str, *, netns: str | None = None) -> None:
