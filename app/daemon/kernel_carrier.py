@@ -103,17 +103,28 @@ def ipv4_mirror_qualifies(hosts: Iterable[str], port: int, excluded: Callable[[i
 class KernelCarrier:
     """Keeps one KernelPath's ports in step with the mirrors, and its counters fresh.
 
+    A mirror that moves only says so (``mirrors_moved``); what the kernel should carry is
+    worked out from ``wanted`` once per rules change, when the applying task next wakes. A
+    thousand mirrors coming up at once are then a handful of passes over them, not one pass
+    per mirror: that was a thousand times two thousand, and it kept the event loop from the
+    control API for seconds.
+
     Counters are read (one ``nft`` run) every COUNTERS_INTERVAL only while ``watched`` says
     someone follows them (the app's live table); otherwise a reader asks for them with
     ``refresh_if_stale``, so an unwatched daemon spends nothing on them.
     """
 
-    def __init__(self, path: KernelPath, watched: Callable[[], bool] = lambda: True) -> None:
+    def __init__(
+        self,
+        path: KernelPath,
+        wanted: Callable[[], frozenset[PortKey]],
+        watched: Callable[[], bool] = lambda: True,
+    ) -> None:
         self.path = path
         self.error = ""
+        self._wanted = wanted
         self._watched = watched
         self._counters_read_at = -COUNTERS_INTERVAL
-        self._wanted: frozenset[PortKey] = frozenset()
         self._changed = asyncio.Event()
         self._tasks: list[asyncio.Task[None]] = []
         self._adopted: frozenset[PortKey] = frozenset()
@@ -146,19 +157,17 @@ class KernelCarrier:
             return
         self._changed.set()
 
-    async def apply_now(self, ports: frozenset[PortKey]) -> None:
-        """Carry exactly ``ports`` before returning (a setting that takes ports away)."""
-        self._wanted = ports
+    async def apply_now(self) -> None:
+        """Carry what the mirrors want before returning (a setting that takes ports away)."""
         try:
-            await self.path.set_ports(ports)
+            await self.path.set_ports(self._all_wanted())
         except NftError as exc:
             self.error = str(exc)
             log.warning("kernel path: %s", exc)
 
-    def want(self, ports: frozenset[PortKey]) -> None:
-        if ports != self._wanted:
-            self._wanted = ports
-            self._changed.set()
+    def mirrors_moved(self) -> None:
+        """A mirror changed state, or the other side's mirrors did: look again soon."""
+        self._changed.set()
 
     async def carry_now(self, key: PortKey) -> bool:
         """Carry ``key`` before returning, for a held first packet that waits for it; True
@@ -178,7 +187,7 @@ class KernelCarrier:
         """What the mirrors want, with a killed daemon's ports and the held packets' ports
         while their grace lasts."""
         now = asyncio.get_running_loop().time()
-        wanted = set(self._wanted)
+        wanted = set(self._wanted())
         if now < self._adopt_until:
             wanted |= self._adopted  # a killed daemon's ports, until discovery catches up
         for key, until in list(self._anticipated.items()):

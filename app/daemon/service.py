@@ -257,7 +257,7 @@ class Daemon:
         if isinstance(path, str):
             self.data_path = DataPathChoice(setting, "proxy", "" if setting == "proxy" else path)
             return
-        carrier = KernelCarrier(path, watched=lambda: self.events.watched)
+        carrier = KernelCarrier(path, self._kernel_ports, watched=lambda: self.events.watched)
         try:
             await carrier.start()
         except NftError as exc:
@@ -280,14 +280,14 @@ class Daemon:
     def _kernel_want(self) -> None:
         """Discovery moved a mirror: the kernel carries what the mirrors now carry."""
         if self.kernel is not None:
-            self.kernel.want(self._kernel_ports())
+            self.kernel.mirrors_moved()
 
     def _kernel_ports(self) -> frozenset[PortKey]:
         if self.forwarding is None or self.effective is None:
             return frozenset()
         ranges = port_ranges(self.effective["HostNetworkingExcludedPorts"] or [])
         return wanted_ports(
-            self.forwarding.mirrors.states(),
+            self.forwarding.mirrors.mirrors.values(),
             self.forwarding.vm_mirrors,
             lambda port: is_excluded(port, ranges),
         )
@@ -502,7 +502,7 @@ class Daemon:
         if "HostNetworkingExcludedPorts" in changed:
             ranges = port_ranges(self.effective["HostNetworkingExcludedPorts"] or [])
             if self.kernel is not None:  # the rules first: no row says excluded while they carry
-                await self.kernel.apply_now(self._kernel_ports())
+                await self.kernel.apply_now()
             await self.forwarding.set_excluded(lambda port: is_excluded(port, ranges))
 
     async def _publish_counters(self) -> None:
