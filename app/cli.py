@@ -2,6 +2,10 @@
 
 Each command module exposes ``register(subparsers)``, which adds its parser and sets
 ``func`` to a callable taking the parsed arguments and returning the exit status.
+
+Only the module of the command typed is imported: the daemon's modules (aiohttp, the
+docker SDK) took a second to import, and ``hostnet settings get`` or ``hostnet status``
+paid it on every run. The whole table is built for ``--help``, no command or a wrong one.
 """
 
 from __future__ import annotations
@@ -26,6 +30,20 @@ COMMAND_MODULES = (
     "agent",
     "docker_env",
 )
+MODULE_OF_COMMAND = {
+    "forward": "forward",
+    "daemon": "daemon",
+    "status": "status",
+    "ports": "status",
+    "vm": "vm",
+    "settings": "settings",
+    "login": "login",
+    "logout": "login",
+    "whoami": "login",
+    "agent": "agent",
+    "docker-env": "docker_env",
+}
+"""Which module registers each command (tests/unit/test_cli_commands.py checks it)."""
 
 
 def _name_each_command(parser: argparse.ArgumentParser) -> None:
@@ -37,14 +55,17 @@ def _name_each_command(parser: argparse.ArgumentParser) -> None:
                 _name_each_command(sub)
 
 
-def build_parser() -> argparse.ArgumentParser:
+def build_parser(argv: Sequence[str] | None = None) -> argparse.ArgumentParser:
+    """The parser for ``argv``: its command's module only when the first word names one."""
     parser = argparse.ArgumentParser(
         prog="hostnet",
         description="Host networking for a Linux VM. With no command, opens the desktop app.",
     )
     parser.add_argument("--version", action="version", version=f"hostnet {__version__}")
     subparsers = parser.add_subparsers(dest="command", metavar="COMMAND")
-    for name in COMMAND_MODULES:
+    words = list(sys.argv[1:] if argv is None else argv)
+    typed = MODULE_OF_COMMAND.get(words[0]) if words else None
+    for name in (typed,) if typed is not None else COMMAND_MODULES:
         importlib.import_module(f"app.commands.{name}").register(subparsers)
     _name_each_command(parser)
     return parser
@@ -71,7 +92,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 def _dispatch(argv: Sequence[str] | None) -> int:
-    args = build_parser().parse_args(argv)
+    args = build_parser(argv).parse_args(argv)
     if args.command is None:
         from app.commands.gui import run_gui
 
