@@ -16,10 +16,6 @@ import time
 from collections.abc import Awaitable, Callable, Iterable
 from typing import Any
 
-import docker
-import docker.errors
-import requests.exceptions
-
 from proxy.errors import HostnetError
 from proxy.wire import Response
 from vm.backends.netns_backend import NetnsBackend
@@ -70,6 +66,12 @@ def owner_json(
 
 def engine_containers(docker_host: str) -> tuple[dict[str, Container], dict[str, Container]]:
     """Running containers by id and by network address."""
+    # Imported here, in the worker thread that first asks an engine: the SDK and requests
+    # take 0.2 s to import, which every daemon start paid, engine or not.
+    import docker
+    import docker.errors
+    import requests.exceptions
+
     by_id: dict[str, Container] = {}
     by_ip: dict[str, Container] = {}
     try:
