@@ -5,6 +5,7 @@ SHELL := /bin/bash
 VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.setup-stamp
+COMPILE := $(PY) -m compileall -q -j 0
 PYTEST_ARGS ?=
 
 .PHONY: setup bytecode run test lint bench screenshots package reliability clean
@@ -15,7 +16,7 @@ setup: $(STAMP)
 # this tree; with PYTHONDONTWRITEBYTECODE set (as on these machines) each one compiled every
 # module again, 0.6 s a process. compileall writes the caches once; it skips what is fresh.
 bytecode: setup
-	$(PY) -m compileall -q -j 0 app proxy vm installer tests
+	$(COMPILE) app proxy vm installer tests
 
 $(STAMP): pyproject.toml installer/setup-dev.sh $(wildcard installer/*-packages.txt tests/package.json)
 	installer/setup-dev.sh dev
@@ -25,7 +26,7 @@ $(STAMP): pyproject.toml installer/setup-dev.sh $(wildcard installer/*-packages.
 # every time (it is quick when all is there): the packages follow the VmBackend setting.
 run:
 	@installer/setup-dev.sh run
-	@$(PY) -m compileall -q -j 0 app proxy vm
+	@$(COMPILE) app proxy vm
 	@if [ -n "$$DISPLAY$$WAYLAND_DISPLAY" ]; then \
 		echo "make run: a display is here: opening the desktop app (it starts the daemon)"; \
 		exec $(VENV)/bin/hostnet; \

@@ -20,16 +20,6 @@ from collections.abc import Sequence
 from proxy import __version__
 from proxy.errors import HostnetError
 
-COMMAND_MODULES = (
-    "forward",
-    "daemon",
-    "status",
-    "vm",
-    "settings",
-    "login",
-    "agent",
-    "docker_env",
-)
 MODULE_OF_COMMAND = {
     "forward": "forward",
     "daemon": "daemon",
@@ -44,6 +34,7 @@ MODULE_OF_COMMAND = {
     "docker-env": "docker_env",
 }
 """Which module registers each command (tests/unit/test_cli_commands.py checks it)."""
+COMMAND_MODULES = tuple(dict.fromkeys(MODULE_OF_COMMAND.values()))
 
 
 def _name_each_command(parser: argparse.ArgumentParser) -> None:

@@ -27,9 +27,9 @@ from proxy.netns_entry import call_in_netns
 NFT_TIMEOUT = 10.0
 NFT_THREADS = 3
 _threads = ThreadPoolExecutor(NFT_THREADS, thread_name_prefix="nft")
-"""nftables' own threads: an nft(8) child takes tens of milliseconds on a loaded machine, and
-a burst of them in the event loop's default executor kept the daemon's other blocking work
-(the port list's owners, the settings file) waiting past the control API's timeout."""
+"""nftables' own threads: an nft(8) child takes tens of milliseconds on a loaded machine, and a
+burst of them in the event loop's default executor would queue the daemon's other blocking
+work (the port list's owners, the settings file) behind them."""
 FALL_BACK = "set HostNetworkingDataPath to proxy to carry every port in user space"
 
 
