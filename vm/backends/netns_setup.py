@@ -13,6 +13,15 @@ import contextlib
 import sys
 from collections.abc import Sequence
 
+LINK_MTU = 65535
+"""The veth's MTU, the largest a veth takes. The link carries only host <-> VM traffic (the
+namespace has no route beyond it), so nothing on it needs 1500. With 64 KiB frames, as on
+loopback (65536), TCP bulk straight to the VM's address measured 1.6-2.2x what it did at
+1500 with 4 streams and 1.3x with one (iperf3, host to namespace, 4 alternating rounds). The
+kernel path gains less, as NAT costs it per packet: medians +7% (host to VM) and +13% (VM to
+host) with 4 streams, +2-5% with one, the MTU switched live under one daemon.
+"""
+
 
 def create(name: str, host_if: str, vm_if: str, addrs: dict[str, str]) -> None:
     from pyroute2 import IPRoute, NetNS, netns
@@ -23,14 +32,14 @@ def create(name: str, host_if: str, vm_if: str, addrs: dict[str, str]) -> None:
         index = ipr.link_lookup(ifname=host_if)[0]
         ipr.addr("add", index=index, address=addrs["host_ip"], prefixlen=30)
         ipr.addr("add", index=index, address=addrs["host_ip6"], prefixlen=64, nodad=True)
-        ipr.link("set", index=index, state="up")
+        ipr.link("set", index=index, mtu=LINK_MTU, state="up")
     with NetNS(name) as ns:
         lo = ns.link_lookup(ifname="lo")[0]
         ns.link("set", index=lo, state="up")
         index = ns.link_lookup(ifname=vm_if)[0]
         ns.addr("add", index=index, address=addrs["vm_ip"], prefixlen=30)
         ns.addr("add", index=index, address=addrs["vm_ip6"], prefixlen=64, nodad=True)
-        ns.link("set", index=index, state="up")
+        ns.link("set", index=index, mtu=LINK_MTU, state="up")
 
 
 def remove(name: str) -> None:
