@@ -139,3 +139,55 @@ def test_discovery_in_a_fresh_namespace_sees_only_that_namespace(netns: str) -> 
     removed = [ino for _, r in report["events"] for ino in r]
     assert sorted(added) == sorted([tcp_ino, udp_ino, late])
     assert removed == [late]
+
+
+QUIET_SIDE = r"""
+import asyncio, json, socket
+from proxy.listener_watcher import ListenerWatcher
+
+async def probes_during(watcher, seconds):
+    before = watcher.probes
+    await asyncio.sleep(seconds)
+    return watcher.probes - before
+
+async def watch():
+    found = asyncio.Event()
+    def on_change(added, removed):
+        if added:
+            found.set()
+    watcher = ListenerWatcher(
+        on_change, probe_interval=0.01, quiet_probe_interval=0.1, quiet_after=0.3
+    )
+    async with watcher:
+        await asyncio.sleep(0.8)  # nothing in the namespace moves: quiet
+        quiet = await probes_during(watcher, 1.0)
+        late = socket.socket(); late.bind(("127.0.0.1", 0)); late.listen()
+        async with asyncio.timeout(2):
+            await found.wait()
+        busy = await probes_during(watcher, 0.25)
+        late.close()
+    return {"quiet": quiet, "busy": busy}
+
+print(json.dumps(asyncio.run(watch())), flush=True)
+"""
+
+
+def test_a_quiet_namespace_is_probed_less_often_and_a_listen_there_is_still_found(
+    netns: str,
+) -> None:
+    """No socket figure moves for ``quiet_after``: probes slow to ``quiet_probe_interval``
+    (10 a second here, not 100); a listen() is still reported, and probing is fast again.
+    A fresh namespace is needed: the host's figures move with every other program's sockets.
+    The bounds are loose (a loaded machine stretches every poll), the rates 10x apart."""
+    done = subprocess.run(
+        ["ip", "netns", "exec", netns, sys.executable, "-c", QUIET_SIDE],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=30,
+        check=False,
+    )
+    assert done.returncode == 0, done.stderr
+    report = json.loads(done.stdout)
+    assert 3 <= report["quiet"] <= 15, report
+    assert report["busy"] >= 10, report
