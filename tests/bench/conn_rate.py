@@ -3,9 +3,13 @@
 ``python -m tests.bench.conn_rate serve [--host H] --port P`` answers each connection's first byte
 with one byte and closes. ``python -m tests.bench.conn_rate client [--host H] --port P --seconds S
 --concurrency N`` keeps N connections in flight for S seconds and prints JSON:
-``{"connections", "seconds", "per_second", "p50_ms", "p99_ms", "errors"}``.
-Latency is from the start of connect() to the reply byte. Both sides use protocols (no
-per-operation futures) so the load generator costs as little CPU as Python allows.
+``{"connections", "seconds", "per_second", "p50_ms", "p99_ms", "errors",
+"busy_us_per_connection"}``. Latency is from the start of connect() to the reply byte.
+``busy_us_per_connection`` is the CPU time all cores spent busy during the measured seconds
+(/proc/stat is the machine's, in any namespace) per connection: with the same client and
+server on every route, what one route costs more than another is its forwarding, in
+processes and in the kernel alike. Both sides use protocols (no per-operation futures) so
+the load generator costs as little CPU as Python allows.
 """
 
 from __future__ import annotations
@@ -14,10 +18,13 @@ import argparse
 import asyncio
 import contextlib
 import json
+import os
 import socket
 import sys
 import time
 from typing import cast
+
+CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
 
 try:
     import uvloop
@@ -59,6 +66,22 @@ async def serve(host: str, port: int) -> None:
         await server.serve_forever()
 
 
+def machine_busy_seconds() -> float:
+    """CPU seconds all cores have spent busy so far: /proc/stat's first line less idle and
+    iowait."""
+    with open("/proc/stat") as stat:
+        fields = [int(value) for value in stat.readline().split()[1:8]]
+    return (sum(fields) - fields[3] - fields[4]) / CLOCK_TICKS
+
+
+async def busy_between(start: float, end: float) -> float:
+    """The machine's busy CPU seconds from ``start`` to ``end`` (``perf_counter`` times)."""
+    await asyncio.sleep(max(0.0, start - time.perf_counter()))
+    before = machine_busy_seconds()
+    await asyncio.sleep(max(0.0, end - time.perf_counter()))
+    return machine_busy_seconds() - before
+
+
 async def one_connection(loop: asyncio.AbstractEventLoop, host: str, port: int) -> None:
     replied: asyncio.Future[None] = loop.create_future()
     await loop.create_connection(lambda: OneByteClient(replied), host, port)
@@ -89,7 +112,9 @@ async def client(
             if began >= start:
                 latencies.append(time.perf_counter() - began)
 
+    busy = asyncio.ensure_future(busy_between(start, end))
     await asyncio.gather(*(worker() for _ in range(concurrency)))
+    busy_seconds = await busy
     latencies.sort()
     count = len(latencies)
     if not count:
@@ -101,6 +126,7 @@ async def client(
         "p50_ms": latencies[count // 2] * 1e3,
         "p99_ms": latencies[min(count - 1, int(count * 0.99))] * 1e3,
         "errors": errors,
+        "busy_us_per_connection": busy_seconds / count * 1e6,
     }
 
 
