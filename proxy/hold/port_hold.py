@@ -251,7 +251,12 @@ def _send(sock: socket.socket, data: bytes) -> None:
 
 
 def _bind_free_queue() -> tuple[socket.socket, int]:
-    """A netfilter queue socket bound to the first free queue number from FIRST_QUEUE."""
+    """A netfilter queue socket bound to the first free queue number from FIRST_QUEUE.
+
+    The kernel refuses a number another socket holds with EPERM (its owner check comes
+    before the bind's EBUSY), the same error as a missing CAP_NET_ADMIN: a number listed in
+    this namespace's ``nfnetlink_queue`` file is taken, and the next one is tried.
+    """
     first = FIRST_QUEUE + os.getpid() % QUEUE_TRIES
     for step in range(QUEUE_TRIES):
         queue = FIRST_QUEUE + (first - FIRST_QUEUE + step) % QUEUE_TRIES
@@ -266,7 +271,7 @@ def _bind_free_queue() -> tuple[socket.socket, int]:
             _configure(sock, queue)
         except OSError as exc:
             sock.close()
-            if exc.errno == errno.EBUSY:
+            if exc.errno == errno.EBUSY or queue in _queues_in_use():
                 continue  # another instance's queue
             raise HoldRulesError(
                 exc.errno or errno.EPERM,
@@ -279,6 +284,16 @@ def _bind_free_queue() -> tuple[socket.socket, int]:
         f"every hold queue number ({FIRST_QUEUE}..{FIRST_QUEUE + QUEUE_TRIES - 1}) is taken",
         "stop other hostnet instances in this network namespace",
     )
+
+
+def _queues_in_use() -> frozenset[int]:
+    """The queue numbers bound in the calling thread's network namespace (a thread of ours
+    may have entered the VM's)."""
+    try:
+        with open("/proc/thread-self/net/netfilter/nfnetlink_queue") as table:
+            return frozenset(int(line.split()[0]) for line in table if line.strip())
+    except (OSError, ValueError):
+        return frozenset()
 
 
 def _configure(sock: socket.socket, queue: int) -> None:

@@ -160,6 +160,30 @@ def test_packets_queued_while_the_rules_go_in_are_all_sent_again_in_order(netns:
     assert counters["resent"] == 20
 
 
+def test_two_holds_in_one_namespace_take_two_queues(netns: str) -> None:
+    """Both start where they would collide: one process, so the same first queue number.
+    The kernel refuses the second bind of a taken number with EPERM, not EBUSY; that was
+    once reported as a missing permission and left the second hold off."""
+
+    async def scenario() -> tuple[int, int]:
+        async def decide(target: Destination) -> None:
+            return None
+
+        first, second = PortHold(decide), PortHold(decide)
+        first.start()
+        try:
+            second.start()
+            try:
+                return first.queue, second.queue
+            finally:
+                await second.stop()
+        finally:
+            await first.stop()
+
+    first, second = inside(netns, scenario)
+    assert first != second
+
+
 def test_a_slow_decision_lets_the_packet_go_after_the_timeout(netns: str) -> None:
     async def scenario() -> tuple[str, float]:
         async def never(target: Destination) -> None:
