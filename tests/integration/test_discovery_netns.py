@@ -156,10 +156,10 @@ async def watch():
         if added:
             found.set()
     watcher = ListenerWatcher(
-        on_change, probe_interval=0.01, quiet_probe_interval=0.1, quiet_after=0.3
+        on_change, probe_interval=0.01, quiet_probe_interval=0.1, quiet_after=0.5
     )
     async with watcher:
-        await asyncio.sleep(0.8)  # nothing in the namespace moves: quiet
+        await asyncio.sleep(1.0)  # nothing in the namespace moves: quiet
         quiet = await probes_during(watcher, 1.0)
         late = socket.socket(); late.bind(("127.0.0.1", 0)); late.listen()
         async with asyncio.timeout(2):
